@@ -1,0 +1,194 @@
+"""Typed config schema with one default per key, registered in Hydra's ConfigStore.
+
+Each dataclass field carries a one-line doc comment. Group options (``method=simclr``,
+``policy=curious``, ``report=quick`` ...) are instances of the same dataclasses that change
+only the fields that differ, so a default never lives in two places.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class EnvConfig:
+    id: str = "ciper/ObjectView-v0"  # Gymnasium id: ciper/ObjectView-v0 or ciper/ImageView-v0
+    action_set: str = "camera"  # which action dimensions exist (see the env's docstring)
+    image_size: int = 64  # side of the square observation, pixels
+    split: str = "train"  # catalogue split the observer learns on (objects; images for ImageView)
+    catalog: str | None = None  # catalogue CSV / image folder; None = the shipped default
+    episode_steps: int = 32  # steps before an episode truncates and a new object is drawn
+    renderer: str = "tiny"  # tiny (CPU, deterministic) or egl (GPU, falls back to tiny)
+    extra: dict[str, Any] = field(default_factory=dict)  # further env kwargs, passed through
+
+
+@dataclass
+class PolicyConfig:
+    name: str = "smooth"  # random | orbit | smooth | curious
+    smooth_theta: float = 0.15  # Ornstein-Uhlenbeck mean reversion per step (smooth)
+    smooth_sigma: float = 0.35  # Ornstein-Uhlenbeck noise scale per step (smooth)
+    orbit_speed: float = 0.5  # normalised azimuth action per step (orbit)
+    curious_candidates: int = 8  # candidate actions scored per step (curious)
+    curious_refresh_steps: int = 50  # learner steps between weight refreshes of curious actors
+
+
+@dataclass
+class CollectorConfig:
+    kind: str = "local"  # local (vector env in subprocesses) or ray (Ray actors)
+    num_envs: int = 2  # environments per collector (vectorised)
+    num_workers: int = 1  # collector processes (local) or actors (ray)
+    vectorization: str = "async"  # async (AsyncVectorEnv, one process per env) or sync
+    ray_address: str | None = None  # Ray cluster address; None starts a local Ray
+    chunk_steps: int = 16  # vector steps per batch sent to the buffer
+
+
+@dataclass
+class BufferConfig:
+    capacity: int = 20000  # views held in the replay buffer (uint8)
+    max_offset: int = 1  # pairs are at most this many steps apart (>=1)
+    min_offset: int = 1  # and at least this many (0 allows identical views)
+    warmup_views: int = 512  # views collected before the learner starts
+
+
+@dataclass
+class DatasetConfig:
+    path: str = "data/rollout"  # dataset folder (shards + manifest.json)
+    steps: int = 4096  # transitions to collect in total
+    shard_size: int = 1024  # transitions per shard
+    overwrite: bool = False  # replace a dataset made with a different config
+    seed: int = 0  # seed of the rollout (envs and policy)
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = "small"  # small (quick CPU runs) or resnet18
+    stem: str = "cifar"  # resnet18 stem: cifar (3x3, no maxpool) or imagenet
+    width: int = 32  # base width of the small encoder
+    proj_hidden: int = 2048  # projection head hidden width
+    proj_dim: int = 128  # projection head output
+    pred_hidden: int = 1024  # prediction head hidden width
+
+
+@dataclass
+class MethodConfig:
+    name: str = "ciper"  # ciper | simclr | simclr_tt | predict
+    temperature: float = 0.1  # NT-Xent temperature
+    prediction_weight: float = 1.0  # lambda on the action-prediction loss (ciper)
+    time_offset: int = 1  # max step offset of positive pairs (simclr_tt uses k > 1)
+    augment: bool = False  # add GPU-side crop/colour augmentations on top of time pairs
+    augment_strength: float = 0.5  # scales crop range and colour jitter when augment is on
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-4  # AdamW learning rate (Ciper-SimCLR)
+    weight_decay: float = 1e-6  # AdamW weight decay
+    warmup_steps: int = 20  # linear warm-up before the cosine schedule
+
+
+@dataclass
+class TrainConfig:
+    mode: str = "online"  # online (collectors fill the buffer while training) or offline
+    steps: int = 300  # optimisation steps
+    batch_size: int = 64  # pairs per step (256 in the reference, smaller for CPU runs)
+    replay_ratio: float = 4.0  # max pairs trained per collected view; the learner waits above it
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True  # channels_last memory format on CUDA
+    compile: bool = False  # torch.compile the model
+    seed: int = 0  # seeds torch, numpy and the collectors
+    checkpoint_every: int = 100  # steps between periodic checkpoints
+    log_every: int = 10  # steps between scalar logs
+    resume: bool = True  # continue from the run folder's last checkpoint if there is one
+    dataset: str | None = None  # dataset folder for mode=offline
+    loader_workers: int = 0  # DataLoader workers for mode=offline
+    evaluate: bool = True  # run the frozen-encoder evaluation at the end
+
+
+@dataclass
+class EvalConfig:
+    checkpoint: str | None = None  # checkpoint to evaluate (ciper-eval)
+    views_per_object: int = 24  # views rendered per object for evaluation
+    train_split: str = "train"  # objects whose views train the probes
+    test_split: str = "test"  # held-out objects (by-object split)
+    probe_epochs: int = 200  # epochs of the linear probe / pose regressors
+    knn_k: int = 20  # neighbours of the kNN classifier
+    seed: int = 1234  # seed of the evaluation views (fixed across methods)
+    plots: bool = True  # write embedding PNGs
+
+
+@dataclass
+class ReportConfig:
+    methods: list[str] = field(default_factory=lambda: ["ciper", "simclr", "simclr_tt", "predict"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # one run per method and seed
+    steps: int = 300  # training steps per run
+    batch_size: int = 64  # pairs per step
+    encoder: str = "small"  # encoder of every run
+    mode: str = "offline"  # offline: all methods read one shared dataset (same data, fair)
+    dataset_steps: int = 6144  # transitions in the shared dataset
+    simclr_tt_offset: int = 4  # k of simclr_tt
+
+
+@dataclass
+class CiperConfig:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    collector: CollectorConfig = field(default_factory=CollectorConfig)
+    buffer: BufferConfig = field(default_factory=BufferConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    run_dir: str = "${hydra:runtime.output_dir}"  # this run's folder (hydra.run.dir=...)
+
+
+GROUP_OPTIONS: dict[str, dict[str, Any]] = {
+    "method": {
+        "ciper": MethodConfig(name="ciper"),
+        "simclr": MethodConfig(name="simclr"),
+        "simclr_tt": MethodConfig(name="simclr_tt", time_offset=4),
+        "predict": MethodConfig(name="predict"),
+    },
+    "policy": {
+        "random": PolicyConfig(name="random"),
+        "orbit": PolicyConfig(name="orbit"),
+        "smooth": PolicyConfig(name="smooth"),
+        "curious": PolicyConfig(name="curious"),
+    },
+    "collector": {
+        "local": CollectorConfig(kind="local"),
+        "ray": CollectorConfig(kind="ray"),
+    },
+    "report": {
+        "quick": ReportConfig(),
+        "paper": ReportConfig(steps=20000, batch_size=256, encoder="resnet18", dataset_steps=200000),
+    },
+}
+
+DEFAULT_GROUPS = {"method": "ciper", "policy": "smooth", "collector": "local", "report": "quick"}
+
+
+RUN_DIR = "runs/${hydra:job.name}/${now:%Y-%m-%d_%H-%M-%S}"
+
+
+def register_configs() -> None:
+    """Register the schema, the group options and the primary config ``ciper``."""
+    store = ConfigStore.instance()
+    store.store(name="ciper_schema", node=CiperConfig, provider="ciper")
+    for group, options in GROUP_OPTIONS.items():
+        for name, node in options.items():
+            store.store(group=group, name=name, node=node, provider="ciper")
+    defaults: list[Any] = ["ciper_schema"]
+    defaults += [{group: option} for group, option in DEFAULT_GROUPS.items()]
+    defaults.append("_self_")
+    primary = {
+        "defaults": defaults,
+        "hydra": {"run": {"dir": RUN_DIR}, "sweep": {"dir": "runs/multirun/${now:%Y-%m-%d_%H-%M-%S}"}},
+    }
+    store.store(name="ciper", node=primary, provider="ciper")

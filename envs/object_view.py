@@ -1,0 +1,284 @@
+"""Gymnasium environment: an observer views one 3D object and moves camera, object and light."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs.bullet_scene import BulletScene
+from envs.catalog import ObjectCatalog, load_catalog
+from envs.human_window import close_window, show_frame
+from envs.scene_state import (
+    STATE_DIM,
+    STATE_FIELDS,
+    action_dims,
+    apply_action,
+    random_state,
+)
+
+IMAGE_SIZE_RANGE = (16, 1024)
+OBSERVABLES = ("rgb", "depth", "mask")
+
+
+class ObjectViewEnv(gym.Env):
+    """
+    ## Description
+    An active observer looks at one 3D object standing above a coloured floor, lit by one
+    directional light, through a pinhole camera (45 degree field of view) that sits on a
+    sphere around the object and always looks at its centre. Each action moves the camera,
+    rotates the object, moves the light or shifts the floor hue by a known amount, so every
+    pair of views comes with the exact transformation between them (Xu & Triesch 2023,
+    CIPER). This is an observation environment for representation learning: there is no
+    task and the reward is always 0.0.
+
+    Objects come from a catalogue (``assets/objects.csv`` by default: procedurally made
+    shape families with categories, pybullet_data meshes and 1000 random meshes without
+    categories). Every object is centred and scaled to a bounding radius of 0.5 scene units.
+
+    ## Action Space
+    ``Box(-1, 1, (A,), float32)``; each dimension is scaled by its maximum step
+    (``envs.scene_state.ACTION_SETS``). Finite values outside [-1, 1] are clipped; the
+    camera elevation, camera distance and light elevation are then clamped to their ranges.
+    ``info["applied_action"]`` gives the change actually applied, in physical units.
+
+    | action_set | dims | meaning (max step for a normalised 1.0)                       |
+    |------------|------|----------------------------------------------------------------|
+    | camera     | 3    | azimuth (15 deg), elevation (10 deg), distance (0.1 units)     |
+    | object     | 3    | object rotation vector about world x, y, z (15 deg each)       |
+    | light      | 2    | light azimuth (30 deg), light elevation (15 deg)               |
+    | full       | 9    | camera (3) + object (3) + light (2) + floor hue (0.05 turns)   |
+
+    ## Observation Space
+    With ``observe=("rgb",)`` (default): ``Box(0, 255, (H, W, 3), uint8)``, the camera image.
+    With more observables a ``Dict`` with keys among:
+
+    | key   | space                                  | meaning                              |
+    |-------|----------------------------------------|--------------------------------------|
+    | rgb   | Box(0, 255, (H, W, 3), uint8)          | colour image                         |
+    | depth | Box(0, 10, (H, W), float32)            | distance along the view axis, units  |
+    | mask  | Box(0, 1, (H, W), uint8)               | 1 where the object is visible        |
+
+    The latent scene state is returned in ``info["state"]`` (float64, 13 values, order
+    ``ObjectViewEnv.state_fields``):
+
+    | idx | name             | range                  | unit                                |
+    |-----|------------------|------------------------|-------------------------------------|
+    | 0   | camera_azimuth   | [-pi, pi)              | rad                                 |
+    | 1   | camera_elevation | [5, 75] deg            | rad                                 |
+    | 2   | camera_distance  | [1.2, 2.6]             | scene units                         |
+    | 3-6 | object_qx..qw    | unit quaternion, w>=0  | object-to-world rotation            |
+    | 7   | light_azimuth    | [-pi, pi)              | rad                                 |
+    | 8   | light_elevation  | [10, 85] deg           | rad                                 |
+    | 9-11| light_r, g, b    | [0, 1]                 | light colour                        |
+    | 12  | floor_hue        | [0, 1)                 | hue                                 |
+
+    ``info`` also holds ``applied_action`` (float64, A), ``object_index`` (row in the
+    catalogue), ``object_id``, ``category`` (``""`` for none), ``category_index`` (-1 for
+    none), ``step`` (steps since reset) and ``renderer`` ("tiny" or "egl").
+
+    ## Rewards
+    Always 0.0: this is an observation environment.
+
+    ## Starting State
+    ``reset`` picks an object uniformly from the chosen catalogue split and draws: camera
+    azimuth U(-pi, pi), elevation U(15, 60) deg, distance U(1.6, 2.2); a uniformly random
+    object orientation; light azimuth U(-pi, pi), elevation U(30, 75) deg, colour U(0.7, 1)
+    per channel; floor hue U(0, 1). ``options={"object_index": i, "state": s}`` sets either
+    explicitly (``object_index`` must belong to the split).
+
+    ## Episode End
+    Never terminates. Truncates after ``episode_steps`` steps.
+
+    ## Arguments
+    - ``action_set``: "camera", "object", "light" or "full".
+    - ``image_size``: side of the square observation, 16..1024 (default 64).
+    - ``split``: catalogue split to draw objects from: "train", "test", "extra",
+      "categorised" or "all" (default "train").
+    - ``catalog``: path of a catalogue CSV (default: the shipped ``assets/objects.csv``).
+    - ``episode_steps``: steps before truncation (default 100).
+    - ``observe``: tuple of observables among "rgb", "depth", "mask" (default ("rgb",)).
+    - ``renderer``: "tiny" (TinyRenderer, CPU, deterministic; default) or "egl" (GPU; falls
+      back to "tiny" with a RuntimeWarning when EGL is not available).
+    - ``render_mode``: None, "rgb_array" (a ``render_size`` frame) or "human" (OpenCV window).
+    - ``render_size``: side of the ``render()`` frame (default 256).
+    - ``shadows``: let the renderer cast shadows (slower; default False).
+
+    ## Version History
+    - v0: initial version.
+    """
+
+    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 15}
+    state_fields = STATE_FIELDS
+
+    def __init__(
+        self,
+        action_set: str = "camera",
+        image_size: int = 64,
+        split: str = "train",
+        catalog: str | None = None,
+        episode_steps: int = 100,
+        observe: tuple[str, ...] | list[str] = ("rgb",),
+        renderer: str = "tiny",
+        render_mode: str | None = None,
+        render_size: int = 256,
+        shadows: bool = False,
+    ) -> None:
+        self._init_kwargs = dict(
+            action_set=action_set, image_size=image_size, split=split, catalog=catalog,
+            episode_steps=episode_steps, observe=tuple(observe), renderer=renderer,
+            render_mode=render_mode, render_size=render_size, shadows=shadows,
+        )  # fmt: skip
+        self.action_dims = action_dims(action_set)
+        self.action_set = action_set
+        for name, value in (("image_size", image_size), ("render_size", render_size)):
+            if not isinstance(value, int | np.integer) or not IMAGE_SIZE_RANGE[0] <= value <= IMAGE_SIZE_RANGE[1]:
+                raise ValueError(f"{name}={value!r}: expected an int in [{IMAGE_SIZE_RANGE[0]}, {IMAGE_SIZE_RANGE[1]}]")
+        if not isinstance(episode_steps, int | np.integer) or episode_steps < 1:
+            raise ValueError(f"episode_steps={episode_steps!r}: expected an int >= 1")
+        observe = tuple(observe)
+        unknown = [o for o in observe if o not in OBSERVABLES]
+        if not observe or unknown or "rgb" not in observe:
+            raise ValueError(f"observe={observe!r}: expected a tuple containing 'rgb' and optionally 'depth', 'mask'")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode={render_mode!r}: expected None or one of {self.metadata['render_modes']}")
+
+        self.catalog: ObjectCatalog = load_catalog(catalog)
+        self.object_indices = self.catalog.select(split)
+        if not self.object_indices:
+            raise ValueError(f"split={split!r}: the catalogue has no objects in this split")
+        self.image_size = int(image_size)
+        self.render_size = int(render_size)
+        self.episode_steps = int(episode_steps)
+        self.observe = observe
+        self.render_mode = render_mode
+
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(len(self.action_dims),), dtype=np.float32)
+        rgb_space = spaces.Box(0, 255, shape=(self.image_size, self.image_size, 3), dtype=np.uint8)
+        if observe == ("rgb",):
+            self.observation_space: spaces.Space = rgb_space
+        else:
+            components: dict[str, spaces.Space] = {"rgb": rgb_space}
+            if "depth" in observe:
+                components["depth"] = spaces.Box(0.0, 10.0, shape=(self.image_size, self.image_size), dtype=np.float32)
+            if "mask" in observe:
+                components["mask"] = spaces.Box(0, 1, shape=(self.image_size, self.image_size), dtype=np.uint8)
+            self.observation_space = spaces.Dict(components)
+
+        self._scene = BulletScene(renderer=renderer, shadows=shadows)
+        self.renderer = self._scene.renderer
+        self._state = np.zeros(STATE_DIM)
+        self._object_index = self.object_indices[0]
+        self._step = 0
+        self._window: str | None = None
+
+    # ------------------------------------------------------------------ gymnasium API
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        if "object_index" in options:
+            index = int(options["object_index"])
+            if index not in self.object_indices:
+                raise ValueError(f"options['object_index']={index}: not in the env's split")
+        else:
+            index = self.object_indices[int(self.np_random.integers(len(self.object_indices)))]
+        state = random_state(self.np_random)
+        if "state" in options:
+            state = np.asarray(options["state"], dtype=np.float64).copy()
+            if state.shape != (STATE_DIM,) or not np.all(np.isfinite(state)):
+                raise ValueError(f"options['state'] shape {state.shape}: expected ({STATE_DIM},) finite values")
+        self._object_index = index
+        self._state = state
+        self._step = 0
+        self._scene.show_object(self.catalog[index])
+        observation = self._observe()
+        if self.render_mode == "human":
+            self.render()
+        return observation, self._info(np.zeros(len(self.action_dims)))
+
+    def step(self, action):
+        action = self._validated(action)
+        self._state, applied = apply_action(self._state, action, self.action_set)
+        self._step += 1
+        observation = self._observe()
+        if self.render_mode == "human":
+            self.render()
+        truncated = self._step >= self.episode_steps
+        return observation, 0.0, False, truncated, self._info(applied)
+
+    def render(self):
+        if self.render_mode is None:
+            gym.logger.warn("render() called with render_mode=None; pass render_mode='rgb_array' or 'human'")
+            return None
+        frame = self._scene.render(self._state, self.render_size).rgb
+        if self.render_mode == "rgb_array":
+            return frame
+        show_frame(self, frame)
+        return None
+
+    def close(self) -> None:
+        close_window(self)
+        if getattr(self, "_scene", None) is not None:
+            self._scene.close()
+            self._scene = None
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def state(self) -> np.ndarray:
+        """A copy of the current latent state (``state_fields`` order)."""
+        return self._state.copy()
+
+    def _validated(self, action) -> np.ndarray:
+        array = np.asarray(action, dtype=np.float64)
+        if array.shape != self.action_space.shape:
+            raise ValueError(
+                f"action shape {array.shape}: expected {self.action_space.shape} for action_set={self.action_set!r}"
+            )
+        bad = np.flatnonzero(~np.isfinite(array))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(f"action[{i}]={array[i]}: actions must be finite")
+        return array
+
+    def _observe(self):
+        view = self._scene.render(self._state, self.image_size, depth="depth" in self.observe, mask="mask" in self.observe)
+        if self.observe == ("rgb",):
+            return view.rgb
+        observation = {"rgb": view.rgb}
+        if view.depth is not None:
+            observation["depth"] = np.clip(view.depth, 0.0, 10.0)
+        if view.mask is not None:
+            observation["mask"] = view.mask.astype(np.uint8)
+        return observation
+
+    def _info(self, applied: np.ndarray) -> dict[str, Any]:
+        entry = self.catalog[self._object_index]
+        return {
+            "state": self._state.copy(),
+            "applied_action": np.asarray(applied, dtype=np.float64),
+            "object_index": self._object_index,
+            "object_id": entry.object_id,
+            "category": entry.category,
+            "category_index": self.catalog.category_index(entry.category),
+            "step": self._step,
+            "renderer": self.renderer,
+        }
+
+    def object_mask(self) -> np.ndarray:
+        """Where the object is visible in the current view (bool, image_size square)."""
+        return self._scene.render(self._state, self.image_size, mask=True).mask
+
+    # pybullet clients cannot be pickled: rebuild from the constructor arguments.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"init_kwargs": self._init_kwargs, "state": self._state, "object_index": self._object_index, "step": self._step}
+
+    def __setstate__(self, saved: dict[str, Any]) -> None:
+        self.__init__(**saved["init_kwargs"])
+        self._state = saved["state"]
+        self._object_index = saved["object_index"]
+        self._step = saved["step"]
+        self._scene.show_object(self.catalog[self._object_index])

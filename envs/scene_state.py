@@ -1,0 +1,385 @@
+"""Latent scene state, action semantics and relative actions of the object-view world.
+
+This module is the single source of truth for what a scene state vector holds, what each
+action dimension does in physical units, and how the relative action between two views is
+computed from their absolute states (the way 3DIEBench derives it from its latents). It is
+pure numpy so the agent (pair sampling) and the learner (targets, evaluation) can share it
+without touching pybullet.
+
+State vector (float64, ``STATE_FIELDS`` order):
+
+====  ==================  ======================  =====================================
+idx   name                range                   unit / meaning
+====  ==================  ======================  =====================================
+0     camera_azimuth      [-pi, pi)               rad, about the world z axis
+1     camera_elevation    [ELEVATION_MIN, MAX]    rad above the horizontal plane
+2     camera_distance     [DISTANCE_MIN, MAX]     scene units (object radius is 0.5)
+3-6   object_qx..qw       unit quaternion, w>=0   object-to-world rotation (x, y, z, w)
+7     light_azimuth       [-pi, pi)               rad
+8     light_elevation     [LIGHT_ELEV_MIN, MAX]   rad
+9-11  light_r, g, b       [0, 1]                  light colour
+12    floor_hue           [0, 1)                  hue of the floor (HSV, full saturation)
+====  ==================  ======================  =====================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+STATE_FIELDS: tuple[str, ...] = (
+    "camera_azimuth",
+    "camera_elevation",
+    "camera_distance",
+    "object_qx",
+    "object_qy",
+    "object_qz",
+    "object_qw",
+    "light_azimuth",
+    "light_elevation",
+    "light_r",
+    "light_g",
+    "light_b",
+    "floor_hue",
+)
+STATE_DIM = len(STATE_FIELDS)
+STATE_INDEX = {name: i for i, name in enumerate(STATE_FIELDS)}
+QUAT = slice(3, 7)
+
+ELEVATION_MIN = np.deg2rad(5.0)
+ELEVATION_MAX = np.deg2rad(75.0)
+DISTANCE_MIN = 1.2
+DISTANCE_MAX = 2.6
+LIGHT_ELEVATION_MIN = np.deg2rad(10.0)
+LIGHT_ELEVATION_MAX = np.deg2rad(85.0)
+
+
+@dataclass(frozen=True)
+class ActionDim:
+    """One action dimension: a normalised value in [-1, 1] times ``max_step`` ``unit``s."""
+
+    name: str
+    max_step: float
+    unit: str
+
+
+CAMERA_DIMS = (
+    ActionDim("camera_azimuth", np.deg2rad(15.0), "rad"),
+    ActionDim("camera_elevation", np.deg2rad(10.0), "rad"),
+    ActionDim("camera_distance", 0.1, "scene units"),
+)
+OBJECT_DIMS = (
+    ActionDim("object_rot_x", np.deg2rad(15.0), "rad (world x, rotation vector)"),
+    ActionDim("object_rot_y", np.deg2rad(15.0), "rad (world y, rotation vector)"),
+    ActionDim("object_rot_z", np.deg2rad(15.0), "rad (world z, rotation vector)"),
+)
+LIGHT_DIMS = (
+    ActionDim("light_azimuth", np.deg2rad(30.0), "rad"),
+    ActionDim("light_elevation", np.deg2rad(15.0), "rad"),
+)
+FLOOR_DIMS = (ActionDim("floor_hue", 0.05, "hue turns"),)
+
+#: Which action dimensions each ``action_set`` exposes, in order.
+ACTION_SETS: dict[str, tuple[ActionDim, ...]] = {
+    "camera": CAMERA_DIMS,
+    "object": OBJECT_DIMS,
+    "light": LIGHT_DIMS,
+    "full": CAMERA_DIMS + OBJECT_DIMS + LIGHT_DIMS + FLOOR_DIMS,
+}
+
+
+def action_dims(action_set: str) -> tuple[ActionDim, ...]:
+    """The action dimensions of ``action_set``; raises naming the valid sets."""
+    if action_set not in ACTION_SETS:
+        raise ValueError(
+            f"action_set={action_set!r}: expected one of {sorted(ACTION_SETS)}"
+        )
+    return ACTION_SETS[action_set]
+
+
+def action_max_steps(action_set: str) -> np.ndarray:
+    """Physical size of a normalised action of 1.0, per dimension of ``action_set``."""
+    return np.array([d.max_step for d in action_dims(action_set)], dtype=np.float64)
+
+
+# ---------------------------------------------------------------- angle and quaternion math
+
+
+def wrap_angle(angle: np.ndarray | float) -> np.ndarray:
+    """Wrap radians to [-pi, pi)."""
+    return (np.asarray(angle) + np.pi) % (2.0 * np.pi) - np.pi
+
+
+def wrap_unit(value: np.ndarray | float) -> np.ndarray:
+    """Wrap a hue-like quantity measured in turns to [-0.5, 0.5)."""
+    return (np.asarray(value) + 0.5) % 1.0 - 0.5
+
+
+def quat_canonical(q: np.ndarray) -> np.ndarray:
+    """Unit quaternion(s) (x, y, z, w) with w >= 0 (q and -q are the same rotation)."""
+    q = np.asarray(q, dtype=np.float64)
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    return np.where(q[..., 3:4] < 0.0, -q, q)
+
+
+def quat_multiply(q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
+    """Hamilton product q1 * q2 (apply q2 first, then q1), (x, y, z, w) layout."""
+    x1, y1, z1, w1 = np.moveaxis(np.asarray(q1, dtype=np.float64), -1, 0)
+    x2, y2, z2, w2 = np.moveaxis(np.asarray(q2, dtype=np.float64), -1, 0)
+    return np.stack(
+        [
+            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+        ],
+        axis=-1,
+    )
+
+
+def quat_conjugate(q: np.ndarray) -> np.ndarray:
+    q = np.asarray(q, dtype=np.float64)
+    return np.concatenate([-q[..., :3], q[..., 3:]], axis=-1)
+
+
+def quat_from_rotvec(rotvec: np.ndarray) -> np.ndarray:
+    """Quaternion of the rotation by |v| radians about v/|v| (exp map)."""
+    v = np.asarray(rotvec, dtype=np.float64)
+    angle = np.linalg.norm(v, axis=-1, keepdims=True)
+    half = 0.5 * angle
+    # sin(a/2)/a -> 1/2 as a -> 0; the series keeps tiny rotations exact.
+    scale = np.where(angle > 1e-8, np.sin(half) / np.maximum(angle, 1e-12), 0.5 - angle**2 / 48.0)
+    return np.concatenate([v * scale, np.cos(half)], axis=-1)
+
+
+def rotvec_from_quat(q: np.ndarray) -> np.ndarray:
+    """Rotation vector (log map) of a quaternion; the angle is in [0, pi]."""
+    q = quat_canonical(q)
+    xyz, w = q[..., :3], np.clip(q[..., 3:], -1.0, 1.0)
+    sin_half = np.linalg.norm(xyz, axis=-1, keepdims=True)
+    angle = 2.0 * np.arctan2(sin_half, w)
+    scale = np.where(sin_half > 1e-8, angle / np.maximum(sin_half, 1e-12), 2.0)
+    return xyz * scale
+
+
+def quat_to_matrix(q: np.ndarray) -> np.ndarray:
+    """Rotation matrix (..., 3, 3) of quaternion(s) (x, y, z, w)."""
+    x, y, z, w = np.moveaxis(quat_canonical(q), -1, 0)
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        axis=-2,
+    )
+
+
+def random_quaternion(rng: np.random.Generator) -> np.ndarray:
+    """Uniformly distributed rotation (Shoemake), canonical w >= 0."""
+    u1, u2, u3 = rng.random(3)
+    q = np.array(
+        [
+            np.sqrt(1 - u1) * np.sin(2 * np.pi * u2),
+            np.sqrt(1 - u1) * np.cos(2 * np.pi * u2),
+            np.sqrt(u1) * np.sin(2 * np.pi * u3),
+            np.sqrt(u1) * np.cos(2 * np.pi * u3),
+        ]
+    )
+    return quat_canonical(q)
+
+
+# ---------------------------------------------------------------- state transitions
+
+
+def apply_action(state: np.ndarray, action: np.ndarray, action_set: str) -> tuple[np.ndarray, np.ndarray]:
+    """Apply a normalised, already validated action to ``state``.
+
+    ``action`` is clipped to [-1, 1] and scaled to physical units; the camera elevation,
+    camera distance and light elevation are then clamped to their ranges. Returns the new
+    state and the change actually applied, in physical units, in the action's layout
+    (object dimensions are the world-frame rotation vector that was applied).
+    """
+    dims = action_dims(action_set)
+    requested = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0) * action_max_steps(action_set)
+    new = np.array(state, dtype=np.float64, copy=True)
+    applied = np.zeros(len(dims), dtype=np.float64)
+    rotvec = np.zeros(3)
+    for i, (dim, step) in enumerate(zip(dims, requested, strict=True)):
+        name = dim.name
+        if name in ("camera_azimuth", "light_azimuth"):
+            k = STATE_INDEX[name]
+            new[k] = wrap_angle(new[k] + step)
+            applied[i] = step
+        elif name in ("camera_elevation", "camera_distance", "light_elevation"):
+            k = STATE_INDEX[name]
+            low, high = _BOUNDS[name]
+            target = float(np.clip(new[k] + step, low, high))
+            applied[i] = target - new[k]
+            new[k] = target
+        elif name.startswith("object_rot_"):
+            rotvec["xyz".index(name[-1])] = step
+            applied[i] = step
+        elif name == "floor_hue":
+            k = STATE_INDEX[name]
+            new[k] = (new[k] + step) % 1.0
+            applied[i] = step
+        else:  # pragma: no cover - ACTION_SETS and this table are edited together
+            raise AssertionError(f"no transition for action dimension {name!r}")
+    if np.any(rotvec):
+        new[QUAT] = quat_canonical(quat_multiply(quat_from_rotvec(rotvec), new[QUAT]))
+    return new, applied
+
+
+_BOUNDS = {
+    "camera_elevation": (ELEVATION_MIN, ELEVATION_MAX),
+    "camera_distance": (DISTANCE_MIN, DISTANCE_MAX),
+    "light_elevation": (LIGHT_ELEVATION_MIN, LIGHT_ELEVATION_MAX),
+}
+
+
+def relative_change(state_a: np.ndarray, state_b: np.ndarray, action_set: str) -> np.ndarray:
+    """Change from ``state_a`` to ``state_b`` in physical units, in ``action_set``'s layout.
+
+    Angles are wrapped deltas in [-pi, pi), hue a wrapped delta in turns, and the object
+    dimensions the world-frame rotation vector of ``q_b * q_a^-1``. Broadcasts over
+    leading dimensions. For one step it equals ``info["applied_action"]`` (modulo 2 pi).
+    """
+    a = np.asarray(state_a, dtype=np.float64)
+    b = np.asarray(state_b, dtype=np.float64)
+    rotvec = None
+    columns = []
+    for dim in action_dims(action_set):
+        name = dim.name
+        if name in ("camera_azimuth", "light_azimuth"):
+            k = STATE_INDEX[name]
+            columns.append(wrap_angle(b[..., k] - a[..., k]))
+        elif name in ("camera_elevation", "camera_distance", "light_elevation"):
+            k = STATE_INDEX[name]
+            columns.append(b[..., k] - a[..., k])
+        elif name.startswith("object_rot_"):
+            if rotvec is None:
+                rotvec = rotvec_from_quat(relative_quaternion(a, b))
+            columns.append(rotvec[..., "xyz".index(name[-1])])
+        elif name == "floor_hue":
+            k = STATE_INDEX[name]
+            columns.append(wrap_unit(b[..., k] - a[..., k]))
+    return np.stack(columns, axis=-1)
+
+
+def relative_quaternion(state_a: np.ndarray, state_b: np.ndarray) -> np.ndarray:
+    """World-frame rotation taking the object from view a to view b, canonical (w >= 0)."""
+    qa = np.asarray(state_a, dtype=np.float64)[..., QUAT]
+    qb = np.asarray(state_b, dtype=np.float64)[..., QUAT]
+    return quat_canonical(quat_multiply(qb, quat_conjugate(qa)))
+
+
+def relative_action_names(action_set: str) -> tuple[str, ...]:
+    """Names of the columns of :func:`relative_action` for ``action_set``."""
+    names: list[str] = []
+    dims = [d.name for d in action_dims(action_set)]
+    if "camera_azimuth" in dims:
+        names += ["camera_azimuth_sin", "camera_azimuth_cos", "camera_elevation", "camera_distance"]
+    if "object_rot_x" in dims:
+        names += ["object_dq_x", "object_dq_y", "object_dq_z", "object_dq_w"]
+    if "light_azimuth" in dims:
+        names += ["light_azimuth_sin", "light_azimuth_cos", "light_elevation"]
+    if "floor_hue" in dims:
+        names += ["floor_hue_sin", "floor_hue_cos"]
+    return tuple(names)
+
+
+def relative_action(state_a: np.ndarray, state_b: np.ndarray, action_set: str) -> np.ndarray:
+    """The learning target: the relative action from view a to view b, encoded (float32).
+
+    Encoding (columns named by :func:`relative_action_names`): azimuth deltas as sin/cos,
+    elevation and distance deltas as plain differences, the object rotation as the
+    canonical relative quaternion ``q_b * q_a^-1`` (x, y, z, w with w >= 0), the floor hue
+    delta as sin/cos of 2 pi times the delta. Continuous everywhere except the measure-zero
+    set where the relative rotation is exactly pi. Broadcasts over leading dimensions.
+    """
+    change = relative_change(state_a, state_b, action_set)
+    dims = [d.name for d in action_dims(action_set)]
+    columns = []
+    if "camera_azimuth" in dims:
+        c = dims.index("camera_azimuth")
+        columns += [np.sin(change[..., c]), np.cos(change[..., c]), change[..., c + 1], change[..., c + 2]]
+    if "object_rot_x" in dims:
+        dq = relative_quaternion(state_a, state_b)
+        columns += [dq[..., 0], dq[..., 1], dq[..., 2], dq[..., 3]]
+    if "light_azimuth" in dims:
+        c = dims.index("light_azimuth")
+        columns += [np.sin(change[..., c]), np.cos(change[..., c]), change[..., c + 1]]
+    if "floor_hue" in dims:
+        c = dims.index("floor_hue")
+        columns += [np.sin(2 * np.pi * change[..., c]), np.cos(2 * np.pi * change[..., c])]
+    return np.stack(columns, axis=-1).astype(np.float32)
+
+
+def relative_action_discrete(action_set: str) -> np.ndarray:
+    """Which columns of :func:`relative_action` are discrete targets: none in this world."""
+    return np.zeros(len(relative_action_names(action_set)), dtype=bool)
+
+
+ABSOLUTE_POSE_NAMES: tuple[str, ...] = (
+    "camera_azimuth_sin",
+    "camera_azimuth_cos",
+    "camera_elevation",
+    "camera_distance",
+    "object_r00",
+    "object_r10",
+    "object_r20",
+    "object_r01",
+    "object_r11",
+    "object_r21",
+    "light_azimuth_sin",
+    "light_azimuth_cos",
+    "light_elevation",
+    "floor_hue_sin",
+    "floor_hue_cos",
+)
+
+
+def absolute_pose(state: np.ndarray) -> np.ndarray:
+    """A continuous encoding of an absolute state for pose regression (float32).
+
+    Angles as sin/cos, the object orientation as the first two columns of its rotation
+    matrix (the 6D representation of Zhou et al. 2019, free of the q/-q ambiguity).
+    Columns are named by ``ABSOLUTE_POSE_NAMES``.
+    """
+    s = np.asarray(state, dtype=np.float64)
+    rot = quat_to_matrix(s[..., QUAT])
+    hue = 2 * np.pi * s[..., STATE_INDEX["floor_hue"]]
+    columns = [
+        np.sin(s[..., 0]),
+        np.cos(s[..., 0]),
+        s[..., 1],
+        s[..., 2],
+        rot[..., 0, 0],
+        rot[..., 1, 0],
+        rot[..., 2, 0],
+        rot[..., 0, 1],
+        rot[..., 1, 1],
+        rot[..., 2, 1],
+        np.sin(s[..., 7]),
+        np.cos(s[..., 7]),
+        s[..., 8],
+        np.sin(hue),
+        np.cos(hue),
+    ]
+    return np.stack(columns, axis=-1).astype(np.float32)
+
+
+def random_state(rng: np.random.Generator) -> np.ndarray:
+    """A random start state drawn from ``rng`` (documented in ObjectViewEnv)."""
+    state = np.empty(STATE_DIM, dtype=np.float64)
+    state[0] = rng.uniform(-np.pi, np.pi)
+    state[1] = rng.uniform(np.deg2rad(15.0), np.deg2rad(60.0))
+    state[2] = rng.uniform(1.6, 2.2)
+    state[QUAT] = random_quaternion(rng)
+    state[7] = rng.uniform(-np.pi, np.pi)
+    state[8] = rng.uniform(np.deg2rad(30.0), np.deg2rad(75.0))
+    state[9:12] = rng.uniform(0.7, 1.0, size=3)
+    state[12] = rng.uniform(0.0, 1.0)
+    return state

@@ -1,0 +1,1 @@
+"""Learner: encoders, heads, losses, augmentations, training loop, evaluation and reports."""

@@ -1,0 +1,268 @@
+"""PNG figures for reports: embeddings, loss curves, metric bars and image grids.
+
+Each function takes plain arrays / dicts, writes one PNG to the given path (creating
+parent folders) and returns that path. Figures are built with matplotlib's
+object-oriented ``Figure`` API and rendered by Agg, so no display is needed and no
+global pyplot state leaks between calls (safe in loops and worker threads). Image grids
+are composed in numpy and written with OpenCV, which is fast and keeps one output pixel
+per input pixel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import cv2
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+
+PathLike = str | Path
+
+# Continuous colourings whose values wrap around (angles); a cyclic colormap keeps
+# 359 degrees next to 0 degrees in colour as it is in pose.
+DEFAULT_CYCLIC = ("azimuth", "yaw", "roll", "hue")
+
+
+def _prepare(path: PathLike) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _is_categorical(values: np.ndarray) -> bool:
+    return values.dtype.kind in "biuOSU"
+
+
+def embedding_plot(
+    points_2d: np.ndarray,
+    colour_by: Mapping[str, np.ndarray],
+    path: PathLike,
+    title: str = "",
+    cyclic: Iterable[str] = DEFAULT_CYCLIC,
+    point_size: float = 6.0,
+) -> Path:
+    """Side-by-side scatter panels of the same 2-D embedding, one per colouring.
+
+    Integer, bool and string arrays are categorical (tab20 colours, a legend when there
+    are at most 12 categories); float arrays are continuous with a colourbar, using the
+    cyclic "twilight" colormap when the colouring's name is in ``cyclic`` and "viridis"
+    otherwise.
+    """
+    points = np.asarray(points_2d, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f"points_2d.shape={points.shape}: expected (N, 2)")
+    if not colour_by:
+        raise ValueError("colour_by={}: expected at least one colouring")
+    for name, values in colour_by.items():
+        if np.asarray(values).shape != (points.shape[0],):
+            raise ValueError(
+                f"colour_by[{name!r}].shape={np.asarray(values).shape}: expected ({points.shape[0]},)"
+            )
+    cyclic_names = set(cyclic)
+    n_panels = len(colour_by)
+    fig = Figure(figsize=(4.5 * n_panels, 4.2), layout="constrained")
+    axes = fig.subplots(1, n_panels, squeeze=False)[0]
+    for ax, (name, raw) in zip(axes, colour_by.items(), strict=True):
+        values = np.asarray(raw)
+        if _is_categorical(values):
+            categories, codes = np.unique(values, return_inverse=True)
+            palette = matplotlib.colormaps["tab20"]
+            colours = palette(codes.reshape(-1) % palette.N)
+            ax.scatter(points[:, 0], points[:, 1], c=colours, s=point_size, linewidths=0)
+            if len(categories) <= 12:
+                for code, category in enumerate(categories):
+                    ax.scatter([], [], color=palette(code % palette.N), label=str(category), s=20)
+                ax.legend(fontsize=7, markerscale=1.0, loc="best", frameon=False)
+        else:
+            cmap = "twilight" if name in cyclic_names else "viridis"
+            artist = ax.scatter(
+                points[:, 0],
+                points[:, 1],
+                c=values.astype(np.float64),
+                cmap=cmap,
+                s=point_size,
+                linewidths=0,
+            )
+            fig.colorbar(artist, ax=ax, shrink=0.8)
+        ax.set_title(name)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    out = _prepare(path)
+    fig.savefig(out, dpi=110)
+    return out
+
+
+def loss_curves(
+    curves: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]],
+    path: PathLike,
+    title: str = "",
+) -> Path:
+    """One panel per loss name (step vs value), every method overlaid in its own colour.
+
+    ``curves[method][loss_name]`` is a list of (step, value); a method that lacks a loss
+    is simply absent from that panel.
+    """
+    if not curves:
+        raise ValueError("curves={}: expected at least one method")
+    loss_names: list[str] = []
+    for per_loss in curves.values():
+        loss_names += [name for name in per_loss if name not in loss_names]
+    if not loss_names:
+        raise ValueError(
+            "curves has no loss series: expected curves[method][loss] = [(step, value), ...]"
+        )
+    fig = Figure(figsize=(4.5 * len(loss_names), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(loss_names), squeeze=False)[0]
+    palette = matplotlib.colormaps["tab10"]
+    for ax, loss_name in zip(axes, loss_names, strict=True):
+        for index, (method, per_loss) in enumerate(curves.items()):
+            series = per_loss.get(loss_name)
+            if not series:
+                continue
+            steps, values = zip(*series, strict=True)
+            ax.plot(steps, values, color=palette(index % palette.N), label=method, linewidth=1.2)
+        ax.set_title(loss_name)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title)
+    out = _prepare(path)
+    fig.savefig(out, dpi=110)
+    return out
+
+
+def metric_bars(
+    table: Mapping[str, Mapping[str, tuple[float, float]]],
+    path: PathLike,
+    title: str = "",
+) -> Path:
+    """Grouped bar chart: one group per metric, one bar per method, error bar = std.
+
+    ``table[method][metric] = (mean, std)``; a missing entry leaves a gap.
+    """
+    if not table:
+        raise ValueError("table={}: expected at least one method")
+    metrics: list[str] = []
+    for per_metric in table.values():
+        metrics += [name for name in per_metric if name not in metrics]
+    if not metrics:
+        raise ValueError("table has no metrics: expected table[method][metric] = (mean, std)")
+    methods = list(table)
+    width = 0.8 / len(methods)
+    positions = np.arange(len(metrics))
+    palette = matplotlib.colormaps["tab10"]
+    fig = Figure(
+        figsize=(max(4.0, 1.1 * len(metrics) * max(1, len(methods) / 2)), 3.8), layout="constrained"
+    )
+    ax = fig.subplots()
+    for index, method in enumerate(methods):
+        cells = [table[method].get(metric, (np.nan, np.nan)) for metric in metrics]
+        means = np.array([cell[0] for cell in cells], dtype=np.float64)
+        stds = np.array([cell[1] for cell in cells], dtype=np.float64)
+        ax.bar(
+            positions + (index - (len(methods) - 1) / 2) * width,
+            means,
+            width,
+            yerr=stds,
+            capsize=3,
+            color=palette(index % palette.N),
+            label=method,
+        )
+    ax.set_xticks(positions, metrics, rotation=20, ha="right")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    if title:
+        ax.set_title(title)
+    out = _prepare(path)
+    fig.savefig(out, dpi=110)
+    return out
+
+
+def image_grid(
+    images: np.ndarray,
+    path: PathLike,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    pad: int = 2,
+) -> Path:
+    """Write an (R, C) grid of RGB uint8 images (R, C, H, W, 3) as one PNG.
+
+    Tiles are separated by ``pad`` white pixels, so without labels the PNG is exactly
+    (R*H + (R-1)*pad, C*W + (C-1)*pad, 3). Labels, drawn with OpenCV, add a left margin
+    (row labels) and a top margin (column labels) sized to the text.
+    """
+    grid = np.asarray(images)
+    if grid.ndim != 5 or grid.shape[-1] != 3:
+        raise ValueError(f"images.shape={grid.shape}: expected (R, C, H, W, 3)")
+    if grid.dtype != np.uint8:
+        raise ValueError(f"images.dtype={grid.dtype}: expected uint8")
+    if pad < 0:
+        raise ValueError(f"pad={pad}: expected >= 0")
+    n_rows, n_cols, height, width, _ = grid.shape
+    if row_labels is not None and len(row_labels) != n_rows:
+        raise ValueError(
+            f"row_labels has {len(row_labels)} entries: expected {n_rows} (one per row)"
+        )
+    if col_labels is not None and len(col_labels) != n_cols:
+        raise ValueError(
+            f"col_labels has {len(col_labels)} entries: expected {n_cols} (one per column)"
+        )
+
+    canvas = np.full(
+        (n_rows * height + (n_rows - 1) * pad, n_cols * width + (n_cols - 1) * pad, 3),
+        255,
+        np.uint8,
+    )
+    for r in range(n_rows):
+        for c in range(n_cols):
+            top, left = r * (height + pad), c * (width + pad)
+            canvas[top : top + height, left : left + width] = grid[r, c]
+
+    if row_labels is not None or col_labels is not None:
+        canvas = _add_labels(canvas, height, width, pad, row_labels, col_labels)
+    out = _prepare(path)
+    # OpenCV writes BGR.
+    if not cv2.imwrite(str(out), np.ascontiguousarray(canvas[..., ::-1])):
+        raise OSError(f"cv2.imwrite failed for path={str(out)!r}")
+    return out
+
+
+def _add_labels(
+    canvas: np.ndarray,
+    height: int,
+    width: int,
+    pad: int,
+    row_labels: Sequence[str] | None,
+    col_labels: Sequence[str] | None,
+) -> np.ndarray:
+    font, scale, thickness, margin = cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1, 4
+    sizes = [
+        cv2.getTextSize(str(t), font, scale, thickness)
+        for t in [*(row_labels or []), *(col_labels or [])]
+    ]
+    text_height = max((size[0][1] + size[1] for size in sizes), default=0)
+    left = 0
+    if row_labels is not None:
+        left = (
+            max(cv2.getTextSize(str(t), font, scale, thickness)[0][0] for t in row_labels)
+            + 2 * margin
+        )
+    top = text_height + 2 * margin if col_labels is not None else 0
+    framed = np.full((canvas.shape[0] + top, canvas.shape[1] + left, 3), 255, np.uint8)
+    framed[top:, left:] = canvas
+    black = (0, 0, 0)
+    for r, text in enumerate(row_labels or []):
+        y = top + r * (height + pad) + height // 2 + text_height // 2
+        cv2.putText(framed, str(text), (margin, y), font, scale, black, thickness, cv2.LINE_AA)
+    for c, text in enumerate(col_labels or []):
+        text_width = cv2.getTextSize(str(text), font, scale, thickness)[0][0]
+        x = left + c * (width + pad) + max(0, (width - text_width) // 2)
+        cv2.putText(
+            framed, str(text), (x, top - margin), font, scale, black, thickness, cv2.LINE_AA
+        )
+    return framed
