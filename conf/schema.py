@@ -66,7 +66,7 @@ class DatasetConfig:
 class ModelConfig:
     encoder: str = "small"  # small (quick CPU runs) or resnet18
     stem: str = "cifar"  # resnet18 stem: cifar (3x3, no maxpool) or imagenet
-    width: int = 32  # base width of the small encoder
+    width: int = 16  # base width of the small encoder
     proj_hidden: int = 2048  # projection head hidden width
     proj_dim: int = 128  # projection head output
     pred_hidden: int = 1024  # prediction head hidden width
@@ -103,6 +103,7 @@ class TrainConfig:
     checkpoint_every: int = 100  # steps between periodic checkpoints
     log_every: int = 10  # steps between scalar logs
     resume: bool = True  # continue from the run folder's last checkpoint if there is one
+    stop_after: int | None = None  # checkpoint and stop after this many steps of this invocation
     dataset: str | None = None  # dataset folder for mode=offline
     loader_workers: int = 0  # DataLoader workers for mode=offline
     evaluate: bool = True  # run the frozen-encoder evaluation at the end

@@ -168,8 +168,10 @@ def method_losses(
     if spec.needs_predictor:
         if "action_pred" not in out or model.action_normalizer is None:
             raise ValueError(f"method={method!r} needs action_pred: model has no predictor")
-        target = model.action_normalizer(relative_action_target.to(out["action_pred"].dtype))
-        losses["prediction"] = action_prediction_loss(out["action_pred"], target)
+        # In float32 even under bf16 autocast: the target and its running statistics need
+        # more than bf16's three significant digits.
+        target = model.action_normalizer(relative_action_target.float())
+        losses["prediction"] = action_prediction_loss(out["action_pred"].float(), target)
     if "contrastive" in losses and "prediction" in losses:
         losses["loss"] = losses["contrastive"] + prediction_weight * losses["prediction"]
     else:

@@ -1,0 +1,280 @@
+"""The one training loop of every method (ciper, simclr, simclr_tt, predict).
+
+Read it top to bottom: pick the device, build the pair source and the model, resume from
+the run folder's last checkpoint if there is one, then repeat {get pairs, move uint8 to
+the device, convert and augment there, forward, method losses, step} with logging and
+periodic checkpoints. The method only decides which heads exist and which loss terms are
+summed (``learner.model``); the data only decides which pairs are positives
+(``method.time_offset``). SIGTERM and SIGINT finish the current step, write a checkpoint
+and return, so a resumed run continues the same loss trajectory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from agent.view_pairs import ViewPairs
+from learner.augment import ViewAugment, normalize_images, to_float_images
+from learner.checkpoint import (
+    architecture_of,
+    check_architecture,
+    config_as_plain,
+    load_checkpoint,
+    model_from_architecture,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+)
+from learner.model import CiperModel, method_losses
+from learner.normalization import IMAGE_MEAN, IMAGE_STD
+from learner.pair_sources import PairSource, make_pair_source
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(FloatingPointError):
+    """A non-finite loss: training stops and the last checkpoint is left as it was."""
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU; anything else is taken as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r}: CUDA is not available on this machine")
+    return device
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Learning-rate factor: linear warm-up, then cosine decay to 0 at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[dict[str, str | None]]:
+    """Turn SIGTERM/SIGINT into a flag the loop checks after each step."""
+    flag: dict[str, str | None] = {"signal": None}
+
+    def handler(signum: int, _frame: Any) -> None:
+        flag["signal"] = signal.Signals(signum).name
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class Learner:
+    """Model, optimiser, schedule and augmentation, and the one step they take together."""
+
+    def __init__(self, cfg: DictConfig, action_dim: int, device: torch.device) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.architecture = architecture_of(cfg, action_dim)
+        self.model: CiperModel = model_from_architecture(self.architecture).to(device)
+        self.on_cuda = device.type == "cuda"
+        self.channels_last = self.on_cuda and bool(cfg.train.channels_last)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=float(cfg.optim.lr), weight_decay=float(cfg.optim.weight_decay)
+        )
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(int(cfg.optim.warmup_steps), int(cfg.train.steps))
+        )
+        self.augment = ViewAugment.from_strength(float(cfg.method.augment_strength)).to(device) if cfg.method.augment else None
+        self.augment_generator = torch.Generator(device="cpu").manual_seed(int(cfg.train.seed) + 1)
+        self.forward = torch.compile(self.model) if cfg.train.compile else self.model
+        self.autocast_dtype = torch.bfloat16 if self.on_cuda and cfg.train.bf16 else None
+
+    def images(self, views: np.ndarray) -> torch.Tensor:
+        """uint8 (N, H, W, 3) on the host -> normalised float (N, 3, H, W) on the device."""
+        tensor = torch.from_numpy(np.ascontiguousarray(views))
+        if self.on_cuda:
+            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+        images = to_float_images(tensor, channels_last=self.channels_last)
+        if self.augment is not None:
+            images = self.augment(images, generator=self.augment_generator)
+        return normalize_images(images, IMAGE_MEAN, IMAGE_STD)
+
+    def step(self, pairs: ViewPairs) -> dict[str, torch.Tensor]:
+        """One optimisation step on a batch of pairs; returns the detached loss terms."""
+        self.model.train()
+        n = len(pairs)
+        images = self.images(np.concatenate([pairs.view_a, pairs.view_b]))
+        target = torch.from_numpy(pairs.relative_action).to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None):
+            out = self.forward(images[:n], images[n:])
+            losses = method_losses(
+                str(self.cfg.method.name), out, target, self.model,
+                temperature=float(self.cfg.method.temperature),
+                prediction_weight=float(self.cfg.method.prediction_weight),
+            )  # fmt: skip
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        self.optimizer.step()
+        self.schedule.step()
+        return {name: value.detach() for name, value in losses.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "architecture": self.architecture,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "augment_generator": self.augment_generator.get_state(),
+        }
+
+    def load_state_dict(self, payload: dict[str, Any]) -> None:
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.schedule.load_state_dict(payload["schedule"])
+        self.augment_generator.set_state(payload["augment_generator"])
+
+
+def train(cfg: DictConfig, run_dir: Path, policy_factory: Callable | None = None) -> dict[str, Any]:
+    """Train ``cfg.method`` for ``cfg.train.steps`` steps in ``run_dir``; returns the metrics.
+
+    Resumes from ``run_dir/checkpoints/last.pt`` when ``train.resume`` is true. Writes
+    TensorBoard scalars, checkpoints and ``metrics.json`` into ``run_dir``.
+    """
+    run_dir = Path(run_dir)
+    checkpoint_path = run_dir / "checkpoints" / "last.pt"
+    device = select_device(str(cfg.train.device))
+    seed = int(cfg.train.seed)
+    torch.manual_seed(seed)  # model initialisation; data and augmentation have own generators
+    total_steps = int(cfg.train.steps)
+    source: PairSource = make_pair_source(cfg, seed, policy_factory)
+    try:
+        learner = Learner(cfg, source.action_dim, device)
+        step, history = 0, []
+        if cfg.train.resume and checkpoint_path.exists():
+            payload = load_checkpoint(checkpoint_path)
+            check_architecture(checkpoint_path, payload["architecture"], learner.architecture)
+            learner.load_state_dict(payload)
+            source.load_state_dict(payload["pair_source"])
+            restore_rng_states(payload["rng"])
+            step, history = int(payload["step"]), [dict(h) for h in payload["history"]]
+            log.info("resumed from %s at step %d", checkpoint_path, step)
+            print(f"resumed from {checkpoint_path} at step {step}")
+
+        def checkpoint() -> None:
+            save_checkpoint(
+                checkpoint_path,
+                {**learner.state_dict(), "step": step, "history": history, "rng": rng_states(),
+                 "pair_source": source.state_dict(), "config": config_as_plain(cfg)},
+            )  # fmt: skip
+
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tensorboard"))
+        stop_after = cfg.train.get("stop_after")
+        steps_this_run, wait_time, busy_time, images_seen = 0, 0.0, 0.0, 0
+        started = time.perf_counter()
+        stopped_by: str | None = None
+        with stop_on_signals() as stop, tqdm(total=total_steps, initial=step, desc=f"train {cfg.method.name}",
+                                             disable=None, dynamic_ncols=True) as bar:  # fmt: skip
+            while step < total_steps:
+                t0 = time.perf_counter()
+                pairs = source.next_pairs()
+                t1 = time.perf_counter()
+                losses = learner.step(pairs)
+                values = {name: float(value) for name, value in losses.items()}  # syncs the device
+                t2 = time.perf_counter()
+                if not all(math.isfinite(v) for v in values.values()):
+                    raise TrainingDiverged(
+                        f"non-finite loss {values} at step {step + 1}; the last checkpoint "
+                        f"{checkpoint_path if checkpoint_path.exists() else '(none yet)'} is intact"
+                    )
+                step += 1
+                steps_this_run += 1
+                wait_time += t1 - t0
+                busy_time += t2 - t0
+                images_seen += 2 * len(pairs)
+                history.append({"step": step, **values})
+                if step % int(cfg.train.log_every) == 0 or step == total_steps:
+                    rate = images_seen / max(busy_time, 1e-9)
+                    for name, value in values.items():
+                        writer.add_scalar(f"loss/{name}", value, step)
+                    writer.add_scalar("train/lr", learner.schedule.get_last_lr()[0], step)
+                    writer.add_scalar("train/images_per_s", rate, step)
+                    writer.add_scalar("train/data_wait_fraction", wait_time / max(busy_time, 1e-9), step)
+                    for name, value in source.stats().items():
+                        writer.add_scalar(f"data/{name}", value, step)
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()} | {"img/s": f"{rate:.0f}"})
+                bar.update(1)
+                if step % int(cfg.train.checkpoint_every) == 0:
+                    checkpoint()
+                if stop["signal"] is not None or (stop_after is not None and steps_this_run >= int(stop_after)):
+                    stopped_by = stop["signal"] or f"train.stop_after={stop_after}"
+                    break
+        checkpoint()
+        writer.close()
+        metrics: dict[str, Any] = {
+            "method": str(cfg.method.name),
+            "steps": step,
+            "completed": step >= total_steps,
+            "stopped_by": stopped_by,
+            "device": str(device),
+            "images_per_s": images_seen / max(busy_time, 1e-9),
+            "data_wait_fraction": wait_time / max(busy_time, 1e-9),
+            "wall_s": time.perf_counter() - started,
+            "losses_first": _mean_losses(history[:10]),
+            "losses_last": _mean_losses(history[-10:]),
+            "data": source.stats(),
+            "checkpoint": str(checkpoint_path),
+        }
+    finally:
+        source.close()
+    if metrics["completed"] and cfg.train.evaluate:
+        from learner.evaluation import evaluate_encoder
+
+        metrics["eval"] = evaluate_encoder(learner.model, cfg.env, cfg.eval, device, run_dir)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (run_dir / "loss_history.json").write_text(json.dumps(history))
+    return metrics
+
+
+def _mean_losses(entries: list[dict[str, float]]) -> dict[str, float]:
+    names = [k for k in (entries[0] if entries else {}) if k != "step"]
+    return {name: float(np.mean([e[name] for e in entries])) for name in names}
+
+
+def print_summary(metrics: dict[str, Any], stream=sys.stdout) -> None:
+    """What a run learned, in a few lines."""
+    first, last = metrics["losses_first"], metrics["losses_last"]
+    print(f"\n{metrics['method']}: {metrics['steps']} steps on {metrics['device']}, "
+          f"{metrics['images_per_s']:.0f} images/s, data wait {100 * metrics['data_wait_fraction']:.1f}%", file=stream)  # fmt: skip
+    for name in last:
+        print(f"  {name:12s} {first[name]:8.4f} -> {last[name]:8.4f}", file=stream)
+    for name, value in metrics.get("eval", {}).items():
+        print(f"  {name:28s} {value:8.4f}", file=stream)

@@ -1,0 +1,117 @@
+"""The one training loop: every method learns, resume is exact, bad input is refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+
+import learner.train as train_module
+from learner.checkpoint import load_checkpoint, save_checkpoint
+from learner.train import TrainingDiverged, train
+
+TINY = ("env.image_size=32", "model.width=8", "model.proj_hidden=64", "model.proj_dim=32",
+        "model.pred_hidden=64", "train.batch_size=32", "train.evaluate=false", "train.mode=offline",
+        "train.log_every=5", "optim.warmup_steps=2")  # fmt: skip
+
+
+def offline(make_config, dataset, *overrides, run_dir=None):
+    return make_config(*TINY, f"train.dataset={dataset}", *overrides, run_dir=run_dir)
+
+
+@pytest.mark.parametrize("method", ["ciper", "simclr", "simclr_tt", "predict"])
+def test_every_method_lowers_its_loss(make_config, tiny_dataset, tmp_path, method):
+    cfg = offline(make_config, tiny_dataset, f"method={method}", "train.steps=40", "optim.lr=2e-3")
+    metrics = train(cfg, tmp_path / method)
+    history = json.loads((tmp_path / method / "loss_history.json").read_text())
+    assert len(history) == 40 and metrics["completed"]
+    first = np.mean([h["loss"] for h in history[:5]])
+    last = np.mean([h["loss"] for h in history[-5:]])
+    assert last < first, f"{method}: loss {first:.4f} -> {last:.4f}"
+    expected_terms = {"ciper": {"contrastive", "prediction"}, "simclr": {"contrastive"},
+                      "simclr_tt": {"contrastive"}, "predict": {"prediction"}}[method]  # fmt: skip
+    assert set(history[0]) == {"step", "loss"} | expected_terms
+    assert (tmp_path / method / "metrics.json").exists()
+    assert any((tmp_path / method / "tensorboard").iterdir())
+
+
+def test_stop_and_resume_gives_the_same_losses_as_an_uninterrupted_run(make_config, tiny_dataset, tmp_path):
+    steps = ("train.steps=16", "train.checkpoint_every=100", "method.augment=true")
+    straight = train(offline(make_config, tiny_dataset, *steps), tmp_path / "straight")
+    interrupted_dir = tmp_path / "interrupted"
+    first = train(offline(make_config, tiny_dataset, *steps, "train.stop_after=7"), interrupted_dir)
+    assert first["steps"] == 7 and not first["completed"]
+    resumed = train(offline(make_config, tiny_dataset, *steps), interrupted_dir)
+    assert resumed["steps"] == 16 and straight["completed"]
+    a = json.loads((tmp_path / "straight" / "loss_history.json").read_text())
+    b = json.loads((interrupted_dir / "loss_history.json").read_text())
+    assert [h["step"] for h in b] == list(range(1, 17))
+    np.testing.assert_allclose([h["loss"] for h in b], [h["loss"] for h in a], rtol=1e-6, atol=1e-7)
+
+
+def test_checkpoint_of_another_architecture_is_named(make_config, tiny_dataset, tmp_path):
+    train(offline(make_config, tiny_dataset, "train.steps=2"), tmp_path / "run")
+    with pytest.raises(ValueError, match="width: checkpoint 8 vs config 12"):
+        train(offline(make_config, tiny_dataset, "train.steps=4", "model.width=12"), tmp_path / "run")
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(make_config, tiny_dataset, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    real = train_module.method_losses
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        losses = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] >= 6:
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(train_module, "method_losses", poisoned)
+    cfg = offline(make_config, tiny_dataset, "train.steps=10", "train.checkpoint_every=4")
+    with pytest.raises(TrainingDiverged, match="at step 6"):
+        train(cfg, run_dir)
+    payload = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert payload["step"] == 4
+    assert all(torch.isfinite(p).all() for p in payload["model"].values() if p.is_floating_point())
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoint_with_a_pickle_payload_is_refused_unrun(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"format_version": 1, "model": _Exploit(str(marker))}, path)
+    with pytest.raises(ValueError, match="weights_only"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_checkpoint_write_failure_leaves_no_partial_file(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt" / "last.pt"
+    save_checkpoint(path, {"step": 1})
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(path, {"step": 2})
+    assert load_checkpoint(path)["step"] == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]
+
+
+def test_misspelt_key_and_unknown_method_are_hydra_errors(make_config):
+    with pytest.raises(ConfigCompositionException, match="tmperature"):
+        make_config("method.tmperature=0.2")
+    with pytest.raises(ConfigCompositionException, match="simclrr"):
+        make_config("method=simclrr")
