@@ -134,6 +134,18 @@ class ReportConfig:
 
 
 @dataclass
+class ViewConfig:
+    source: str = "env"  # env (a live rollout of env.* with policy.*) or dataset (dataset.path)
+    rows: int = 4  # episodes shown, one grid row each
+    steps: int = 8  # consecutive steps shown per row
+    video_steps: int = 48  # frames of the video
+    video_format: str = "gif"  # gif (Pillow) or mp4 (OpenCV, mp4v)
+    fps: int = 8  # video frames per second
+    upscale: int = 2  # integer magnification of each view (nearest neighbour)
+    seed: int = 0  # seed of the live rollout
+
+
+@dataclass
 class CiperConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -146,6 +158,7 @@ class CiperConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    view: ViewConfig = field(default_factory=ViewConfig)
     run_dir: str = "${hydra:runtime.output_dir}"  # this run's folder (hydra.run.dir=...)
 
 

@@ -10,7 +10,7 @@ The model never chooses a device: the caller moves it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -139,6 +139,8 @@ def method_losses(
     model: CiperModel,
     temperature: float,
     prediction_weight: float,
+    gather: Callable[[Tensor], Tensor] | None = None,
+    offset: int = 0,
 ) -> dict[str, Tensor]:
     """Loss terms of ``method`` for one batch of pairs.
 
@@ -152,6 +154,8 @@ def method_losses(
         temperature: NT-Xent temperature.
         prediction_weight: lambda in ``contrastive + lambda * prediction``; a method with
             only the prediction term ignores it (it would merely rescale that term).
+        gather, offset: multi-process NT-Xent (negatives from every rank), see
+            :func:`learner.losses.nt_xent`.
 
     Returns:
         ``loss`` (the total to minimise), plus ``contrastive`` if the method has that term
@@ -164,7 +168,7 @@ def method_losses(
             raise ValueError(
                 f"method={method!r} needs projections z_a, z_b: model has no projector"
             )
-        losses["contrastive"] = nt_xent(out["z_a"], out["z_b"], temperature)
+        losses["contrastive"] = nt_xent(out["z_a"], out["z_b"], temperature, gather, offset)
     if spec.needs_predictor:
         if "action_pred" not in out or model.action_normalizer is None:
             raise ValueError(f"method={method!r} needs action_pred: model has no predictor")

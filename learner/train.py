@@ -18,9 +18,9 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -38,6 +38,14 @@ from learner.checkpoint import (
     restore_rng_states,
     rng_states,
     save_checkpoint,
+)
+from learner.distributed import (
+    DistributedContext,
+    all_gather_objects,
+    barrier,
+    gather_with_grad,
+    init_distributed,
+    shutdown,
 )
 from learner.model import CiperModel, method_losses
 from learner.normalization import IMAGE_MEAN, IMAGE_STD
@@ -96,9 +104,12 @@ def stop_on_signals() -> Iterator[dict[str, str | None]]:
 class Learner:
     """Model, optimiser, schedule and augmentation, and the one step they take together."""
 
-    def __init__(self, cfg: DictConfig, action_dim: int, device: torch.device) -> None:
+    def __init__(
+        self, cfg: DictConfig, action_dim: int, device: torch.device, context: DistributedContext | None = None
+    ) -> None:
         self.cfg = cfg
         self.device = device
+        self.context = context or DistributedContext()
         self.architecture = architecture_of(cfg, action_dim)
         self.model: CiperModel = model_from_architecture(self.architecture).to(device)
         self.on_cuda = device.type == "cuda"
@@ -113,7 +124,12 @@ class Learner:
         )
         self.augment = ViewAugment.from_strength(float(cfg.method.augment_strength)).to(device) if cfg.method.augment else None
         self.augment_generator = torch.Generator(device="cpu").manual_seed(int(cfg.train.seed) + 1)
-        self.forward = torch.compile(self.model) if cfg.train.compile else self.model
+        forward: torch.nn.Module = self.model
+        if self.context.is_distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            forward = DistributedDataParallel(self.model, device_ids=[device.index] if self.on_cuda else None)
+        self.forward = torch.compile(forward) if cfg.train.compile else forward
         self.autocast_dtype = torch.bfloat16 if self.on_cuda and cfg.train.bf16 else None
 
     def images(self, views: np.ndarray) -> torch.Tensor:
@@ -138,6 +154,8 @@ class Learner:
                 str(self.cfg.method.name), out, target, self.model,
                 temperature=float(self.cfg.method.temperature),
                 prediction_weight=float(self.cfg.method.prediction_weight),
+                gather=gather_with_grad if self.context.is_distributed else None,
+                offset=self.context.rank * n,
             )  # fmt: skip
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
@@ -161,48 +179,78 @@ class Learner:
         self.augment_generator.set_state(payload["augment_generator"])
 
 
-def train(cfg: DictConfig, run_dir: Path, policy_factory: Callable | None = None) -> dict[str, Any]:
+class StepCallback(Protocol):
+    """Called after every optimisation step (e.g. to share weights with active policies)."""
+
+    def on_step(self, step: int, learner: Learner, pairs: ViewPairs) -> None: ...
+
+
+def train(
+    cfg: DictConfig,
+    run_dir: Path,
+    policy_factory: Callable | None = None,
+    callbacks: Sequence[StepCallback] = (),
+) -> dict[str, Any]:
     """Train ``cfg.method`` for ``cfg.train.steps`` steps in ``run_dir``; returns the metrics.
 
     Resumes from ``run_dir/checkpoints/last.pt`` when ``train.resume`` is true. Writes
     TensorBoard scalars, checkpoints and ``metrics.json`` into ``run_dir``.
+    ``policy_factory`` builds the observer policy inside each collector process (None: the
+    configured built-in policy); ``callbacks`` run after every step.
     """
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / "checkpoints" / "last.pt"
+    context = init_distributed(str(cfg.train.device))
     device = select_device(str(cfg.train.device))
+    if context.is_distributed and device.type == "cuda":
+        device = torch.device("cuda", context.local_rank)
+        torch.cuda.set_device(device)
     seed = int(cfg.train.seed)
     torch.manual_seed(seed)  # model initialisation; data and augmentation have own generators
     total_steps = int(cfg.train.steps)
-    source: PairSource = make_pair_source(cfg, seed, policy_factory)
+    # Each rank draws its own pairs (and runs its own collectors) from its own seed.
+    source: PairSource = make_pair_source(cfg, seed + 1000 * context.rank, policy_factory)
+    main = context.is_main
     try:
-        learner = Learner(cfg, source.action_dim, device)
+        learner = Learner(cfg, source.action_dim, device, context)
         step, history = 0, []
         if cfg.train.resume and checkpoint_path.exists():
             payload = load_checkpoint(checkpoint_path)
             check_architecture(checkpoint_path, payload["architecture"], learner.architecture)
             learner.load_state_dict(payload)
-            source.load_state_dict(payload["pair_source"])
+            source_states = payload["pair_source_ranks"]
+            if len(source_states) != context.world_size:
+                raise ValueError(
+                    f"checkpoint {checkpoint_path} was written by {len(source_states)} ranks; "
+                    f"resuming it exactly needs the same number, not {context.world_size}"
+                )
+            source.load_state_dict(source_states[context.rank])
             restore_rng_states(payload["rng"])
             step, history = int(payload["step"]), [dict(h) for h in payload["history"]]
             log.info("resumed from %s at step %d", checkpoint_path, step)
-            print(f"resumed from {checkpoint_path} at step {step}")
+            if main:
+                print(f"resumed from {checkpoint_path} at step {step}")
 
         def checkpoint() -> None:
-            save_checkpoint(
-                checkpoint_path,
-                {**learner.state_dict(), "step": step, "history": history, "rng": rng_states(),
-                 "pair_source": source.state_dict(), "config": config_as_plain(cfg)},
-            )  # fmt: skip
+            source_states = all_gather_objects(source.state_dict(), context)
+            if main:  # written once, by rank 0
+                save_checkpoint(
+                    checkpoint_path,
+                    {**learner.state_dict(), "step": step, "history": history, "rng": rng_states(),
+                     "pair_source_ranks": source_states, "world_size": context.world_size,
+                     "config": config_as_plain(cfg)},
+                )  # fmt: skip
+            barrier(context)
 
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(run_dir / "tensorboard"))
+        writer = SummaryWriter(str(run_dir / "tensorboard")) if main else None
         stop_after = cfg.train.get("stop_after")
         steps_this_run, wait_time, busy_time, images_seen = 0, 0.0, 0.0, 0
         started = time.perf_counter()
         stopped_by: str | None = None
         with stop_on_signals() as stop, tqdm(total=total_steps, initial=step, desc=f"train {cfg.method.name}",
-                                             disable=None, dynamic_ncols=True) as bar:  # fmt: skip
+                                             disable=None if main else True, dynamic_ncols=True) as bar:  # fmt: skip
             while step < total_steps:
                 t0 = time.perf_counter()
                 pairs = source.next_pairs()
@@ -210,7 +258,13 @@ def train(cfg: DictConfig, run_dir: Path, policy_factory: Callable | None = None
                 losses = learner.step(pairs)
                 values = {name: float(value) for name, value in losses.items()}  # syncs the device
                 t2 = time.perf_counter()
-                if not all(math.isfinite(v) for v in values.values()):
+                finite = all(math.isfinite(v) for v in values.values())
+                signalled = stop["signal"] is not None
+                if context.is_distributed:  # every rank must leave the loop at the same step
+                    flags = torch.tensor([float(not finite), float(signalled)], device=device)
+                    torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+                    finite, signalled = not bool(flags[0]), bool(flags[1])
+                if not finite:
                     raise TrainingDiverged(
                         f"non-finite loss {values} at step {step + 1}; the last checkpoint "
                         f"{checkpoint_path if checkpoint_path.exists() else '(none yet)'} is intact"
@@ -221,12 +275,14 @@ def train(cfg: DictConfig, run_dir: Path, policy_factory: Callable | None = None
                 busy_time += t2 - t0
                 images_seen += 2 * len(pairs)
                 history.append({"step": step, **values})
-                if step % int(cfg.train.log_every) == 0 or step == total_steps:
+                for callback in callbacks:
+                    callback.on_step(step, learner, pairs)
+                if writer is not None and (step % int(cfg.train.log_every) == 0 or step == total_steps):
                     rate = images_seen / max(busy_time, 1e-9)
                     for name, value in values.items():
                         writer.add_scalar(f"loss/{name}", value, step)
                     writer.add_scalar("train/lr", learner.schedule.get_last_lr()[0], step)
-                    writer.add_scalar("train/images_per_s", rate, step)
+                    writer.add_scalar("train/images_per_s", rate * context.world_size, step)
                     writer.add_scalar("train/data_wait_fraction", wait_time / max(busy_time, 1e-9), step)
                     for name, value in source.stats().items():
                         writer.add_scalar(f"data/{name}", value, step)
@@ -234,18 +290,20 @@ def train(cfg: DictConfig, run_dir: Path, policy_factory: Callable | None = None
                 bar.update(1)
                 if step % int(cfg.train.checkpoint_every) == 0:
                     checkpoint()
-                if stop["signal"] is not None or (stop_after is not None and steps_this_run >= int(stop_after)):
-                    stopped_by = stop["signal"] or f"train.stop_after={stop_after}"
+                if signalled or (stop_after is not None and steps_this_run >= int(stop_after)):
+                    stopped_by = stop["signal"] or ("signal" if signalled else f"train.stop_after={stop_after}")
                     break
         checkpoint()
-        writer.close()
+        if writer is not None:
+            writer.close()
         metrics: dict[str, Any] = {
             "method": str(cfg.method.name),
             "steps": step,
             "completed": step >= total_steps,
             "stopped_by": stopped_by,
             "device": str(device),
-            "images_per_s": images_seen / max(busy_time, 1e-9),
+            "world_size": context.world_size,
+            "images_per_s": context.world_size * images_seen / max(busy_time, 1e-9),
             "data_wait_fraction": wait_time / max(busy_time, 1e-9),
             "wall_s": time.perf_counter() - started,
             "losses_first": _mean_losses(history[:10]),
@@ -255,12 +313,15 @@ def train(cfg: DictConfig, run_dir: Path, policy_factory: Callable | None = None
         }
     finally:
         source.close()
-    if metrics["completed"] and cfg.train.evaluate:
-        from learner.evaluation import evaluate_encoder
+    if main:
+        if metrics["completed"] and cfg.train.evaluate:
+            from learner.evaluation import evaluate_encoder
 
-        metrics["eval"] = evaluate_encoder(learner.model, cfg.env, cfg.eval, device, run_dir)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (run_dir / "loss_history.json").write_text(json.dumps(history))
+            metrics["eval"] = evaluate_encoder(learner.model, cfg.env, cfg.eval, device, run_dir)
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (run_dir / "loss_history.json").write_text(json.dumps(history))
+    barrier(context)
+    shutdown(context)
     return metrics
 
 

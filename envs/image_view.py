@@ -1,0 +1,321 @@
+"""Gymnasium environment: an observer views one static image under augmentations it controls.
+
+The static-image counterpart of :mod:`envs.object_view` (the paper's "static image tasks"):
+the latent state is a set of augmentation parameters (crop, rotation, flip, colour; see
+:mod:`envs.image_state`), actions change them by known amounts, and the view is rendered
+with OpenCV: one ``warpAffine`` for crop, rotation, flip and resize composed into a single
+matrix, then one ``transform`` for brightness, contrast, saturation and hue composed into a
+single affine colour map, so a frame costs a few tens of microseconds.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import cv2
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs.human_window import close_window, show_frame
+from envs.image_sources import ImageSet, load_image_set
+from envs.image_state import (
+    STATE_DIM,
+    STATE_FIELDS,
+    action_dims,
+    apply_action,
+    random_state,
+    validate_state,
+)
+
+IMAGE_SIZE_RANGE = (16, 1024)
+
+# Luma weights (ITU-R 601, as torchvision's grayscale) and RGB -> YIQ; they sum to 1 and the
+# I, Q rows to 0, so saturation and hue maps keep grey grey.
+_LUMA = np.array([0.299, 0.587, 0.114])
+_RGB_TO_YIQ = np.array([_LUMA, [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
+
+
+def view_matrix(state: np.ndarray, source_shape: tuple[int, ...], size: int) -> np.ndarray:
+    """The 2x3 map from view pixel (u, v) to source pixel (x, y) (``WARP_INVERSE_MAP``).
+
+    A view pixel's centre, in [-1/2, 1/2]^2 view units, is mirrored in x when flipped,
+    rotated by ``rotation`` (x right, y down, so a positive angle turns the crop window
+    clockwise on screen and the content counter-clockwise), scaled to the crop side
+    (``crop_scale`` times the source's shorter side) and moved to the crop centre.
+    """
+    height, width = source_shape[:2]
+    cx, cy, scale, rotation, flip = state[:5]
+    side = scale * min(height, width)
+    cos, sin = np.cos(rotation), np.sin(rotation)
+    mirror = -1.0 if flip >= 0.5 else 1.0
+    linear = (side / size) * np.array([[cos * mirror, -sin], [sin * mirror, cos]])
+    # Pixel centres: view pixel u covers (u + 1/2) / size - 1/2; source pixel x sits at x + 1/2.
+    offset = np.array([cx * width, cy * height]) - 0.5 + linear @ np.full(2, 0.5 - size / 2)
+    return np.hstack([linear, offset[:, None]])
+
+
+def colour_matrix(state: np.ndarray, mean_rgb: np.ndarray) -> np.ndarray:
+    """The 3x4 affine colour map of brightness, contrast, saturation, then hue.
+
+    As torchvision's ColorJitter (fixed order) with one difference: values are clipped once
+    at the end, not after each operation, so the whole map is one affine transform.
+    Contrast blends with the mean grey of the brightness-adjusted view; the hue shift is a
+    rotation of the chroma plane in YIQ space (a linear stand-in for an HSV hue shift).
+    """
+    brightness, contrast, saturation, hue = state[5:9]
+    saturate = saturation * np.eye(3) + (1.0 - saturation) * np.outer(np.ones(3), _LUMA)
+    angle = 2.0 * np.pi * hue
+    chroma = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(angle), -np.sin(angle)], [0.0, np.sin(angle), np.cos(angle)]])
+    linear = (_YIQ_TO_RGB @ chroma @ _RGB_TO_YIQ) @ saturate * (contrast * brightness)
+    # Saturation and hue maps fix grey, so the contrast pivot passes through unchanged.
+    pivot = (1.0 - contrast) * brightness * float(_LUMA @ mean_rgb)
+    return np.hstack([linear, np.full((3, 1), pivot)])
+
+
+def render_view(image: np.ndarray, state: np.ndarray, size: int) -> np.ndarray:
+    """The view of ``image`` (uint8 RGB) under augmentation ``state``: uint8 (size, size, 3)."""
+    crop = cv2.warpAffine(
+        image,
+        view_matrix(state, image.shape, size),
+        (size, size),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REFLECT,
+    )
+    if np.array_equal(state[5:9], (1.0, 1.0, 1.0, 0.0)):
+        return crop  # the identity colour map: skip it, keeps the crop bit-exact
+    mean_rgb = np.array(cv2.mean(crop)[:3])
+    return cv2.transform(crop, colour_matrix(state, mean_rgb))
+
+
+class ImageViewEnv(gym.Env):
+    """
+    ## Description
+    An active observer views one static 2D image through a parameterised augmentation: a
+    square crop window (centre, size, rotation), a left-right flip and a colour adjustment
+    (brightness, contrast, saturation, hue). Each action changes these parameters by a
+    known amount, so every pair of views comes with the exact relative augmentation
+    between them: the static-image counterpart of ``ciper/ObjectView-v0`` (Xu & Triesch
+    2023, CIPER, "static image tasks"). This is an observation environment for
+    representation learning: there is no task and the reward is always 0.0.
+
+    Images come from an image source (``catalog``): a synthetic set of the digits 0-9 on
+    textured backgrounds generated offline at construction (default), an image folder
+    ``root/<class_name>/*.png|jpg`` or CIFAR-10's binary batches on local disk.
+
+    ## Action Space
+    ``Box(-1, 1, (A,), float32)``; each dimension is scaled by its maximum step
+    (``envs.image_state.ACTION_SETS``). Finite values outside [-1, 1] are clipped; crop
+    centre, crop scale and the colour factors are then clamped to their ranges, rotation and
+    hue wrap around. ``info["applied_action"]`` gives the change actually applied, in
+    physical units (log units for the factors).
+
+    | action_set  | dims | meaning (max step for a normalised 1.0)                              |
+    |-------------|------|-----------------------------------------------------------------------|
+    | geometric   | 4    | crop centre x, y (0.05 of the image), log crop scale (0.1),           |
+    |             |      | rotation (15 deg)                                                     |
+    | photometric | 4    | log brightness, log contrast, log saturation (0.1 each), hue (0.05    |
+    |             |      | turns)                                                                |
+    | full        | 9    | geometric (4) + photometric (4) + flip: a value > 0.5 toggles the     |
+    |             |      | left-right flip, anything else leaves it (applied 1.0 or 0.0)         |
+
+    ## Observation Space
+    ``Box(0, 255, (H, W, 3), uint8)``: the augmented view, ``H = W = image_size``.
+
+    The latent augmentation state is returned in ``info["state"]`` (float64, 9 values, order
+    ``ImageViewEnv.state_fields``):
+
+    | idx | name        | range         | unit                                                 |
+    |-----|-------------|---------------|------------------------------------------------------|
+    | 0   | crop_x      | [0.3, 0.7]    | crop centre, fraction of the image width             |
+    | 1   | crop_y      | [0.3, 0.7]    | crop centre, fraction of the image height            |
+    | 2   | crop_scale  | [0.4, 1.0]    | crop side, fraction of the image's shorter side      |
+    | 3   | rotation    | [-pi, pi)     | rad; positive turns the content counter-clockwise    |
+    | 4   | flip        | {0, 1}        | 1 = view mirrored left-right                         |
+    | 5   | brightness  | [0.6, 1.6]    | factor                                               |
+    | 6   | contrast    | [0.6, 1.6]    | factor (about the view's mean grey)                  |
+    | 7   | saturation  | [0.4, 2.0]    | factor                                               |
+    | 8   | hue         | [-0.5, 0.5)   | turns (chroma rotation in YIQ space)                 |
+
+    Pixels of the crop window outside the image are mirrored (``BORDER_REFLECT``).
+    ``info`` also holds ``applied_action`` (float64, A), ``object_index`` (the image's index
+    in the image source), ``object_id`` (the image's id), ``category`` (class name),
+    ``category_index`` (label), ``step`` (steps since reset) and ``renderer`` ("cv2"); the
+    keys match ``ciper/ObjectView-v0`` so one collector serves both worlds.
+
+    ## Rewards
+    Always 0.0: this is an observation environment.
+
+    ## Starting State
+    ``reset`` picks an image uniformly from the chosen split and draws: crop centre
+    U(0.4, 0.6) per axis, crop scale log-uniform in [0.55, 0.9], rotation U(-30, 30) deg,
+    flip 0 or 1 with equal odds, brightness, contrast and saturation exp(U(-0.2, 0.2)), hue
+    U(-0.1, 0.1) turns. ``options={"image_index": i, "state": s}`` sets either explicitly
+    (``image_index``, alias ``object_index``, must belong to the split; ``s`` must lie in the
+    ranges above).
+
+    ## Episode End
+    Never terminates. Truncates after ``episode_steps`` steps.
+
+    ## Arguments
+    - ``action_set``: "geometric", "photometric" or "full" (default "geometric").
+    - ``image_size``: side of the square observation, 16..1024 (default 64).
+    - ``split``: "train", "test" (a deterministic 80/20 split by image within each class;
+      CIFAR-10 keeps its own) or "all" (default "train").
+    - ``catalog``: the image source: None or "default" (synthetic digits),
+      "cifar10:<folder with the binary batches>", or an image folder path.
+    - ``episode_steps``: steps before truncation (default 100).
+    - ``render_mode``: None, "rgb_array" (a ``render_size`` frame) or "human" (OpenCV window).
+    - ``render_size``: side of the ``render()`` frame (default 256).
+
+    ## Version History
+    - v0: initial version.
+    """
+
+    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 15}
+    state_fields = STATE_FIELDS
+
+    def __init__(
+        self,
+        action_set: str = "geometric",
+        image_size: int = 64,
+        split: str = "train",
+        catalog: str | os.PathLike | None = None,
+        episode_steps: int = 100,
+        render_mode: str | None = None,
+        render_size: int = 256,
+    ) -> None:
+        catalog = os.fspath(catalog) if isinstance(catalog, os.PathLike) else catalog
+        self._init_kwargs = dict(
+            action_set=action_set, image_size=image_size, split=split, catalog=catalog,
+            episode_steps=episode_steps, render_mode=render_mode, render_size=render_size,
+        )  # fmt: skip
+        self.action_dims = action_dims(action_set)
+        self.action_set = action_set
+        for name, value in (("image_size", image_size), ("render_size", render_size)):
+            if not isinstance(value, int | np.integer) or not IMAGE_SIZE_RANGE[0] <= value <= IMAGE_SIZE_RANGE[1]:
+                raise ValueError(f"{name}={value!r}: expected an int in [{IMAGE_SIZE_RANGE[0]}, {IMAGE_SIZE_RANGE[1]}]")
+        if not isinstance(episode_steps, int | np.integer) or episode_steps < 1:
+            raise ValueError(f"episode_steps={episode_steps!r}: expected an int >= 1")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode={render_mode!r}: expected None or one of {self.metadata['render_modes']}")
+
+        self.image_set: ImageSet = load_image_set(catalog)
+        self.image_indices = self.image_set.select(split)
+        if not self.image_indices.size:
+            raise ValueError(f"split={split!r}: the image source {self.image_set.source} has no images in this split")
+        self.image_size = int(image_size)
+        self.render_size = int(render_size)
+        self.episode_steps = int(episode_steps)
+        self.render_mode = render_mode
+        self.renderer = "cv2"
+
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(len(self.action_dims),), dtype=np.float32)
+        self.observation_space = spaces.Box(0, 255, shape=(self.image_size, self.image_size, 3), dtype=np.uint8)
+
+        self._state = np.zeros(STATE_DIM)
+        self._image_index = int(self.image_indices[0])
+        self._step = 0
+        self._window: str | None = None
+
+    # ------------------------------------------------------------------ gymnasium API
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        key = "image_index" if "image_index" in options else "object_index"
+        if key in options:
+            index = int(options[key])
+            if not np.any(self.image_indices == index):
+                raise ValueError(f"options[{key!r}]={index}: not in the env's split")
+        else:
+            index = int(self.image_indices[int(self.np_random.integers(len(self.image_indices)))])
+        state = random_state(self.np_random)
+        if "state" in options:
+            try:
+                state = validate_state(options["state"])
+            except ValueError as error:
+                raise ValueError(f"options['state']: {error}") from None
+        self._image_index = index
+        self._state = state
+        self._step = 0
+        observation = self._observe(self.image_size)
+        if self.render_mode == "human":
+            self.render()
+        return observation, self._info(np.zeros(len(self.action_dims)))
+
+    def step(self, action):
+        action = self._validated(action)
+        self._state, applied = apply_action(self._state, action, self.action_set)
+        self._step += 1
+        observation = self._observe(self.image_size)
+        if self.render_mode == "human":
+            self.render()
+        truncated = self._step >= self.episode_steps
+        return observation, 0.0, False, truncated, self._info(applied)
+
+    def render(self):
+        if self.render_mode is None:
+            gym.logger.warn("render() called with render_mode=None; pass render_mode='rgb_array' or 'human'")
+            return None
+        frame = self._observe(self.render_size)
+        if self.render_mode == "rgb_array":
+            return frame
+        show_frame(self, frame)
+        return None
+
+    def close(self) -> None:
+        close_window(self)
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def state(self) -> np.ndarray:
+        """A copy of the current latent state (``state_fields`` order)."""
+        return self._state.copy()
+
+    @property
+    def source_image(self) -> np.ndarray:
+        """The current un-augmented image (uint8 RGB, read-only)."""
+        return self.image_set.images[self._image_index]
+
+    def _validated(self, action) -> np.ndarray:
+        array = np.asarray(action, dtype=np.float64)
+        if array.shape != self.action_space.shape:
+            raise ValueError(
+                f"action shape {array.shape}: expected {self.action_space.shape} for action_set={self.action_set!r}"
+            )
+        bad = np.flatnonzero(~np.isfinite(array))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(f"action[{i}]={array[i]}: actions must be finite")
+        return array
+
+    def _observe(self, size: int) -> np.ndarray:
+        return render_view(self.source_image, self._state, size)
+
+    def _info(self, applied: np.ndarray) -> dict[str, Any]:
+        label = int(self.image_set.labels[self._image_index])
+        return {
+            "state": self._state.copy(),
+            "applied_action": np.asarray(applied, dtype=np.float64),
+            "object_index": self._image_index,
+            "object_id": self.image_set.image_ids[self._image_index],
+            "category": self.image_set.class_names[label],
+            "category_index": label,
+            "step": self._step,
+            "renderer": self.renderer,
+        }
+
+    # Rebuild from the constructor arguments: the image set is reloaded (cached per process)
+    # rather than pickled, which for CIFAR-10 would copy 180 MB into every worker.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"init_kwargs": self._init_kwargs, "state": self._state, "image_index": self._image_index, "step": self._step}
+
+    def __setstate__(self, saved: dict[str, Any]) -> None:
+        self.__init__(**saved["init_kwargs"])
+        self._state = saved["state"]
+        self._image_index = saved["image_index"]
+        self._step = saved["step"]
