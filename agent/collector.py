@@ -36,8 +36,10 @@ def env_kwargs(env_cfg: Any) -> dict[str, Any]:
     """Constructor arguments of the env described by a ``conf.schema.EnvConfig``-like object."""
     kwargs = dict(
         action_set=env_cfg.action_set, image_size=int(env_cfg.image_size), split=env_cfg.split,
-        catalog=env_cfg.catalog, episode_steps=int(env_cfg.episode_steps), renderer=env_cfg.renderer,
+        catalog=env_cfg.catalog, episode_steps=int(env_cfg.episode_steps),
     )  # fmt: skip
+    if env_cfg.id == "ciper/ObjectView-v0":  # the image world has no 3D renderer to choose
+        kwargs["renderer"] = env_cfg.renderer
     kwargs.update(dict(env_cfg.extra or {}))
     return kwargs
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+import envs
 from learner.model import CiperModel, build_model
 
 FORMAT_VERSION = 1
@@ -47,6 +48,7 @@ def model_from_architecture(arch: dict[str, Any]) -> CiperModel:
         proj_hidden=arch["proj_hidden"],
         proj_dim=arch["proj_dim"],
         pred_hidden=arch["pred_hidden"],
+        discrete_columns=envs.world_module(arch["env_id"]).relative_action_discrete(arch["action_set"]).tolist(),
         **encoder_kw,
     )
 

@@ -114,6 +114,16 @@ def discrete_action_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits, labels.long())
 
 
+def binary_action_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Cross entropy of two-valued action dimensions (e.g. "was the image flipped"):
+    logits and 0/1 targets (N, K), mean over all entries."""
+    if logits.shape != targets.shape:
+        raise ValueError(
+            f"logits.shape={tuple(logits.shape)}, targets.shape={tuple(targets.shape)}: expected equal"
+        )
+    return F.binary_cross_entropy_with_logits(logits, targets.float())
+
+
 class ActionNormalizer(nn.Module):
     """Normalise action targets (N, A) per dimension with running statistics.
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from learner.encoders import build_encoder
 from learner.heads import prediction_head, projection_head
-from learner.losses import ActionNormalizer, action_prediction_loss, nt_xent
+from learner.losses import ActionNormalizer, action_prediction_loss, binary_action_loss, nt_xent
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ class CiperModel(nn.Module):
         projector: nn.Module | None = None,
         predictor: nn.Module | None = None,
         action_normalizer: ActionNormalizer | None = None,
+        discrete_columns: Sequence[bool] | None = None,
     ) -> None:
         super().__init__()
         if (predictor is None) != (action_normalizer is None):
@@ -78,6 +79,9 @@ class CiperModel(nn.Module):
         self.projector = projector
         self.predictor = predictor
         self.action_normalizer = action_normalizer
+        # Which action columns are two-valued (classified with cross entropy, not regressed).
+        mask = None if discrete_columns is None else torch.as_tensor(list(discrete_columns), dtype=torch.bool)
+        self.register_buffer("discrete_columns", mask, persistent=False)
 
     def encode(self, x: Tensor) -> Tensor:
         """Encoder features (N, feat_dim) of images (N, 3, H, W): the learned representation."""
@@ -113,10 +117,12 @@ def build_model(
     proj_hidden: int | Sequence[int],
     proj_dim: int,
     pred_hidden: int | Sequence[int],
+    discrete_columns: Sequence[bool] | None = None,
     **encoder_kw,
 ) -> CiperModel:
     """Build the encoder ``encoder_name`` (with ``encoder_kw``) and only the heads ``method``
-    needs. Hidden widths may be one int (one hidden layer) or a sequence of them."""
+    needs. Hidden widths may be one int (one hidden layer) or a sequence of them.
+    ``discrete_columns`` marks two-valued action columns (see ``method_losses``)."""
     spec = method_spec(method)
     encoder, feat_dim = build_encoder(encoder_name, **encoder_kw)
     projector = predictor = normalizer = None
@@ -125,7 +131,7 @@ def build_model(
     if spec.needs_predictor:
         predictor = prediction_head(feat_dim, _widths(pred_hidden), action_dim)
         normalizer = ActionNormalizer(action_dim)
-    return CiperModel(encoder, projector, predictor, normalizer)
+    return CiperModel(encoder, projector, predictor, normalizer, discrete_columns if spec.needs_predictor else None)
 
 
 def _widths(hidden: int | Sequence[int]) -> list[int]:
@@ -174,8 +180,19 @@ def method_losses(
             raise ValueError(f"method={method!r} needs action_pred: model has no predictor")
         # In float32 even under bf16 autocast: the target and its running statistics need
         # more than bf16's three significant digits.
-        target = model.action_normalizer(relative_action_target.float())
-        losses["prediction"] = action_prediction_loss(out["action_pred"].float(), target)
+        raw = relative_action_target.float()
+        target = model.action_normalizer(raw)
+        predicted = out["action_pred"].float()
+        discrete = model.discrete_columns
+        if discrete is None or not bool(discrete.any()):
+            losses["prediction"] = action_prediction_loss(predicted, target)
+        else:  # two-valued columns (a flip happened or not) are classified, not regressed
+            continuous = ~discrete
+            losses["prediction"] = binary_action_loss(predicted[:, discrete], raw[:, discrete])
+            if bool(continuous.any()):
+                losses["prediction"] = losses["prediction"] + action_prediction_loss(
+                    predicted[:, continuous], target[:, continuous]
+                )
     if "contrastive" in losses and "prediction" in losses:
         losses["loss"] = losses["contrastive"] + prediction_weight * losses["prediction"]
     else:

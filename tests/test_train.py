@@ -115,3 +115,39 @@ def test_misspelt_key_and_unknown_method_are_hydra_errors(make_config):
         make_config("method.tmperature=0.2")
     with pytest.raises(ConfigCompositionException, match="simclrr"):
         make_config("method=simclrr")
+
+
+ONLINE = ("train.steps=6", "train.batch_size=16", "buffer.warmup_views=64", "buffer.capacity=2000",
+          "collector.num_envs=2", "collector.num_workers=1", "collector.vectorization=sync",
+          "env.episode_steps=16")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_tiny_online_run_trains_from_live_collectors(make_config, tmp_path):
+    cfg = make_config(*TINY[:-3], "train.evaluate=false", "train.mode=online", *ONLINE)
+    metrics = train(cfg, tmp_path / "online")
+    assert metrics["completed"] and metrics["data"]["views_collected"] >= 64
+    assert 0.0 <= metrics["data_wait_fraction"] <= 1.0
+    assert (tmp_path / "online" / "checkpoints" / "last.pt").exists()
+
+
+@pytest.mark.slow
+def test_image_view_with_a_discrete_flip_column_trains_online(make_config, tmp_path):
+    cfg = make_config(*TINY[:-3], "train.evaluate=false", "train.mode=online", *ONLINE,
+                      "env.id=ciper/ImageView-v0", "env.action_set=full")  # fmt: skip
+    metrics = train(cfg, tmp_path / "image")
+    assert metrics["completed"]
+    assert np.isfinite(metrics["losses_last"]["prediction"])
+
+
+def test_discrete_columns_are_classified_not_regressed():
+    from learner.model import build_model, method_losses
+
+    model = build_model("predict", "small", action_dim=3, proj_hidden=8, proj_dim=4, pred_hidden=8,
+                        discrete_columns=[False, False, True], width=4)  # fmt: skip
+    out = {"action_pred": torch.tensor([[0.0, 0.0, 20.0], [0.0, 0.0, -20.0]])}
+    target = torch.tensor([[1.0, -1.0, 1.0], [-1.0, 1.0, 0.0]])
+    loss = method_losses("predict", out, target, model, temperature=0.1, prediction_weight=1.0)
+    # confident and right on the flip column: only the regression part (normalised targets
+    # are +-1, predictions 0 -> MSE 1) remains
+    assert loss["prediction"].item() == pytest.approx(1.0, abs=1e-3)
