@@ -17,6 +17,7 @@ import logging
 import multiprocessing as mp
 import os
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ def _collector_main(
     policy_factory: Callable[..., Any] | None,
     stop: Any,
     errors: Any,
+    rate_limit: tuple[float, int] | None = None,
 ) -> None:
     parent = os.getppid()
     buffer = ReplayBuffer.attach(handle)
@@ -74,6 +76,11 @@ def _collector_main(
         collector = Collector(vector_env, policy, buffer.writer(worker), first_episode, chunk_steps)
         # An orphaned worker (parent killed) stops too instead of rendering forever.
         while not stop.is_set() and os.getppid() == parent:
+            if rate_limit is not None and buffer.writers_ahead(*rate_limit):
+                # Far enough ahead of the learner: leave the cores to it (Reverb-style
+                # sample-to-insert rate limiting).
+                time.sleep(0.005)
+                continue
             collector.collect(chunk_steps, progress=False)
     except BaseException:
         errors.put(WorkerError(worker, generation, traceback.format_exc()))
@@ -92,7 +99,9 @@ class BackgroundCollectors:
     with a learned one. Workers are daemonic with ``vectorization="sync"``; with ``"async"``
     they own env subprocesses and cannot be, so call :meth:`stop` (it is also registered
     with ``atexit``). A worker that dies more than ``max_restarts`` times stays down and
-    :meth:`check` raises its last traceback.
+    :meth:`check` raises its last traceback. ``rate_limit=(replay_ratio, lead_views)``
+    pauses workers while they are more than ``lead_views`` views ahead of what the learner's
+    consumption (``buffer.record_consumed``) needs at ``replay_ratio`` pairs per view.
     """
 
     def __init__(
@@ -109,6 +118,7 @@ class BackgroundCollectors:
         context: str = "forkserver",
         max_restarts: int = 10,
         monitor_interval: float = 0.2,
+        rate_limit: tuple[float, int] | None = None,
     ) -> None:
         if not 1 <= num_workers <= buffer_handle.spec.num_partitions:
             raise ValueError(
@@ -120,6 +130,7 @@ class BackgroundCollectors:
         self.vectorization, self.chunk_steps = vectorization, int(chunk_steps)
         self.policy_factory, self.max_restarts = policy_factory, int(max_restarts)
         self.monitor_interval = float(monitor_interval)
+        self.rate_limit = rate_limit
         self.context = mp.get_context(context)
         self.processes: list[Any] = [None] * self.num_workers
         self.generations = [0] * self.num_workers
@@ -194,6 +205,7 @@ class BackgroundCollectors:
             args=(
                 worker, self.generations[worker], self.env_cfg, self.policy_cfg, self.handle, self.num_envs,
                 self.seed, self.vectorization, self.chunk_steps, self.policy_factory, self._stop, self._error_queue,
+                self.rate_limit,
             ),  # fmt: skip
             name=f"ciper-collector-{worker}",
             daemon=self.vectorization == "sync",

@@ -87,6 +87,8 @@ class BufferSpec:
             # back[slot, k - 1]: position of the view k steps earlier in the slot's episode.
             "back": ((c, self.max_offset), np.dtype(np.int64)),
             "counters": ((self.num_partitions, 2), np.dtype(np.int64)),
+            # written by the one reader: pairs it has consumed (rate limiting of writers)
+            "consumed": ((1,), np.dtype(np.int64)),
         }
 
     def layout(self) -> tuple[dict[str, int], int]:
@@ -323,6 +325,20 @@ class ReplayBuffer:
     def views_written(self) -> int:
         """Views committed since the buffer was created, over all partitions."""
         return int(self.storage.arrays["counters"][:, _COMMITTED].sum())
+
+    @property
+    def pairs_consumed(self) -> int:
+        """Pairs the learner reported with :meth:`record_consumed`."""
+        return int(self.storage.arrays["consumed"][0])
+
+    def record_consumed(self, pairs: int) -> None:
+        """Count pairs handed to the learner (single reader), for writers' rate limiting."""
+        self.storage.arrays["consumed"][0] += int(pairs)
+
+    def writers_ahead(self, replay_ratio: float, lead_views: int) -> bool:
+        """Whether writers have more than ``lead_views`` views beyond what ``replay_ratio``
+        pairs per view needs for the pairs consumed so far (then they should pause)."""
+        return self.views_written > self.pairs_consumed / replay_ratio + lead_views
 
     @property
     def size(self) -> int:

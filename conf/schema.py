@@ -43,6 +43,7 @@ class CollectorConfig:
     vectorization: str = "async"  # async (AsyncVectorEnv, one process per env) or sync
     ray_address: str | None = None  # Ray cluster address; None starts a local Ray
     chunk_steps: int = 16  # vector steps per batch sent to the buffer
+    lead_views: int | None = 1024  # pause while this many views ahead of train.replay_ratio (None: never)
 
 
 @dataclass
@@ -94,7 +95,7 @@ class TrainConfig:
     mode: str = "online"  # online (collectors fill the buffer while training) or offline
     steps: int = 300  # optimisation steps
     batch_size: int = 64  # pairs per step (256 in the reference, smaller for CPU runs)
-    replay_ratio: float = 4.0  # max pairs trained per collected view; the learner waits above it
+    replay_ratio: float = 4.0  # pairs trained per collected view: the learner waits above it, collectors pause below
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # channels_last memory format on CUDA

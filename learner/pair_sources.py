@@ -186,6 +186,7 @@ class OnlinePairSource:
             seed=seed,
             vectorization=str(cfg.collector.vectorization),
             policy_factory=policy_factory,
+            rate_limit=None if cfg.collector.lead_views is None else (self.replay_ratio, max(int(cfg.collector.lead_views), self.warmup_views)),
         )
         self.collectors.start()
         self.pairs_served = 0
@@ -201,6 +202,7 @@ class OnlinePairSource:
                 break
             time.sleep(0.002)
         self.pairs_served += self.batch_size
+        self.buffer.record_consumed(self.batch_size)
         return self.buffer.sample_pairs(self.batch_size, rng, self.min_offset, self.max_offset)
 
     def next_pairs(self) -> ViewPairs:

@@ -246,7 +246,7 @@ def train(
 
         writer = SummaryWriter(str(run_dir / "tensorboard")) if main else None
         stop_after = cfg.train.get("stop_after")
-        steps_this_run, wait_time, busy_time, images_seen = 0, 0.0, 0.0, 0
+        steps_this_run, wait_time, busy_time, images_seen, warmup_s = 0, 0.0, 0.0, 0, 0.0
         started = time.perf_counter()
         stopped_by: str | None = None
         with stop_on_signals() as stop, tqdm(total=total_steps, initial=step, desc=f"train {cfg.method.name}",
@@ -255,6 +255,8 @@ def train(
                 t0 = time.perf_counter()
                 pairs = source.next_pairs()
                 t1 = time.perf_counter()
+                if steps_this_run == 0:  # filling the buffer is start-up, reported apart
+                    warmup_s, t0 = t1 - t0, t1
                 losses = learner.step(pairs)
                 values = {name: float(value) for name, value in losses.items()}  # syncs the device
                 t2 = time.perf_counter()
@@ -305,6 +307,7 @@ def train(
             "world_size": context.world_size,
             "images_per_s": context.world_size * images_seen / max(busy_time, 1e-9),
             "data_wait_fraction": wait_time / max(busy_time, 1e-9),
+            "warmup_s": warmup_s,
             "wall_s": time.perf_counter() - started,
             "losses_first": _mean_losses(history[:10]),
             "losses_last": _mean_losses(history[-10:]),
