@@ -10,6 +10,7 @@ folder. The ``view.*`` keys (``conf.schema.ViewConfig``) choose the source and t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,15 @@ import cv2
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+import envs
 from agent.collector import Collector, make_vector_env
 from agent.dataset import ViewPairDataset
 from agent.policies import make_policy
 from agent.rollout_app import MemorySink, resolve_path
-from agent.shards import write_json_atomic
+from agent.shards import read_manifest, write_json_atomic
 from agent.transitions import TransitionBatch
 from conf.app import hydra_app
+from envs.catalog import load_catalog
 
 SOURCES = ("env", "dataset")
 VIDEO_FORMATS = ("gif", "mp4")
@@ -90,8 +93,21 @@ def _text(image: np.ndarray, text: str, x: int, y: int) -> None:
     cv2.putText(image, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (20, 20, 20), 1, cv2.LINE_AA)
 
 
-def view_grid(batch: TransitionBatch, rows: int, steps: int, upscale: int) -> np.ndarray:
+def object_labels(env_id: str, catalog: str | None) -> Callable[[int, int], tuple[str, str]]:
+    """``label(object_index, category) -> (line 1, line 2)`` with the catalogue's names
+    for ObjectView; plain indices otherwise."""
+    if env_id != envs.OBJECT_VIEW_ID:
+        return lambda index, category: (f"image {index}", f"class {category}")
+    names = load_catalog(catalog)
+    return lambda index, category: (names[index].object_id, names[index].category or "(none)")
+
+
+def view_grid(
+    batch: TransitionBatch, rows: int, steps: int, upscale: int,
+    label: Callable[[int, int], tuple[str, str]] | None = None,
+) -> np.ndarray:  # fmt: skip
     """RGB grid: episodes as rows (labelled with object and category), steps as columns."""
+    label = label or (lambda index, category: (f"object {index}", f"category {category}"))
     episodes = episodes_in_order(batch)[:rows]
     side = batch.view.shape[1] * upscale
     columns = min(steps, max(len(e) for e in episodes))
@@ -103,8 +119,9 @@ def view_grid(batch: TransitionBatch, rows: int, steps: int, upscale: int) -> np
     for r, rows_of_episode in enumerate(episodes):
         top = _HEADER_HEIGHT + r * (side + _GAP)
         first = rows_of_episode[0]
-        _text(grid, f"object {batch.object_index[first]}", 4, top + side // 2 - 4)
-        _text(grid, f"category {batch.category[first]}", 4, top + side // 2 + 12)
+        line1, line2 = label(int(batch.object_index[first]), int(batch.category[first]))
+        _text(grid, line1, 4, top + side // 2 - 4)
+        _text(grid, line2, 4, top + side // 2 + 12)
         for c, index in enumerate(rows_of_episode[:columns]):
             left = _LABEL_WIDTH + c * (side + _GAP)
             grid[top : top + side, left : left + side] = _magnify(batch.view[index], upscale)
@@ -144,14 +161,17 @@ def render_views(cfg: DictConfig) -> dict[str, Any]:
         # Each env starts an episode at once, so `rows` envs give `rows` episodes side by side.
         batch = rollout_transitions(cfg, rows, max(steps, math.ceil(frames / rows)), int(options["seed"]))
         source = f"live {cfg.env.id} with policy {cfg.policy.name}"
+        env_id, catalog = cfg.env.id, cfg.env.catalog
     else:
         root = resolve_path(cfg.dataset.path)
         batch = dataset_transitions(root, rows, frames)
         source = f"dataset {root}"
+        saved_env = (read_manifest(root) or {}).get("header", {}).get("env", {})
+        env_id, catalog = saved_env.get("id", cfg.env.id), saved_env.get("catalog")
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     grid_path = run_dir / "views.png"
-    grid = view_grid(batch, rows, steps, int(options["upscale"]))
+    grid = view_grid(batch, rows, steps, int(options["upscale"]), object_labels(env_id, catalog))
     if not cv2.imwrite(str(grid_path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
         raise RuntimeError(f"{grid_path}: OpenCV could not write the PNG")
     video_path = run_dir / f"rollout.{options['video_format']}"
