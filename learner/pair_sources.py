@@ -177,7 +177,16 @@ class OnlinePairSource:
             max_offset=max_offset,
             relative_action_fn=relative_action_fn(env_cfg),
         )
-        self.collectors = BackgroundCollectors(
+        kind, collectors_class, ray_options = str(cfg.collector.kind), BackgroundCollectors, {}
+        if kind == "ray":
+            # Ray is an optional extra: imported only when asked for.
+            from agent.ray_collectors import RayCollectors
+
+            collectors_class = RayCollectors
+            ray_options = {"ray_address": cfg.collector.ray_address}
+        elif kind != "local":
+            raise ValueError(f"collector.kind={kind!r}: expected 'local' or 'ray'")
+        self.collectors = collectors_class(
             env_cfg=env_cfg,
             policy_cfg=cfg.policy,
             buffer_handle=self.buffer.handle,
@@ -185,8 +194,10 @@ class OnlinePairSource:
             num_envs=int(cfg.collector.num_envs),
             seed=seed,
             vectorization=str(cfg.collector.vectorization),
+            chunk_steps=int(cfg.collector.chunk_steps),
             policy_factory=policy_factory,
             rate_limit=None if cfg.collector.lead_views is None else (self.replay_ratio, max(int(cfg.collector.lead_views), self.warmup_views)),
+            **ray_options,
         )
         self.collectors.start()
         self.pairs_served = 0
