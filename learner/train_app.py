@@ -22,9 +22,10 @@ def run(cfg: DictConfig) -> None:
     """Train as configured; print what was learned; files go to the run folder."""
     run_dir = Path(cfg.run_dir)
     if cfg.policy.name == "curious":
-        from learner.curious import curious_policy_factory
+        from learner.curious import curious_training
 
-        metrics = train(cfg, run_dir, policy_factory=curious_policy_factory(cfg, run_dir))
+        policy_factory, curiosity = curious_training(cfg, run_dir)
+        metrics = train(cfg, run_dir, policy_factory=policy_factory, callbacks=[curiosity])
     else:
         metrics = train(cfg, run_dir)
     print_summary(metrics)

@@ -1,0 +1,138 @@
+"""policy=curious: the error model fits, the policy follows it, publication is safe, and a
+tiny online run publishes models that the collector processes pick up."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+from agent.policies import RandomPolicy
+from learner.curious import (
+    CuriosityCallback,
+    CuriousPolicy,
+    ErrorModelFitter,
+    curious_policy_factory,
+    curious_training,
+    load_error_model,
+    model_path_of,
+    publish_error_model,
+)
+
+BOX = spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
+
+
+def fitted_abs_a0_model(version: int = 1):
+    """An error model fitted to the synthetic landscape error = |a_0| (plus noise)."""
+    rng = np.random.default_rng(0)
+    fitter = ErrorModelFitter(3, seed=1, forgetting=0.99)
+    for _ in range(30):
+        x = rng.uniform(-1.0, 1.0, size=(64, 3))
+        fitter.update(x, np.abs(x[:, 0]) + rng.normal(0.0, 0.1, size=64))
+    return fitter.solve(version=version, learner_step=30)
+
+
+def test_error_model_fits_a_known_landscape():
+    model = fitted_abs_a0_model()
+    x = np.random.default_rng(5).uniform(-1.0, 1.0, size=(2000, 3))
+    mean, std = model.predict(x)
+    truth = np.abs(x[:, 0])
+    assert np.corrcoef(mean, truth)[0, 1] > 0.97
+    assert np.mean(np.abs(mean - truth)) < 0.06
+    assert np.sqrt(model.noise_var) == pytest.approx(0.1, rel=0.2)  # the noise it was given
+    assert np.all(std >= 0.0)
+
+
+def test_policy_picks_the_candidates_with_large_error(tmp_path):
+    path = tmp_path / "curious" / "error_model.npz"
+    publish_error_model(fitted_abs_a0_model(), path)
+    policy = CuriousPolicy(BOX, num_envs=4, model_path=path, seed=0, candidates=8, epsilon=0.0)
+    random = RandomPolicy(BOX, num_envs=4, seed=0)
+    curious_a0 = np.concatenate([policy.act(None, {})[:, 0] for _ in range(50)])
+    random_a0 = np.concatenate([random.act(None, {})[:, 0] for _ in range(50)])
+    assert policy.loads == 1 and policy.model is not None and policy.model.version == 1
+    # The max of 8 uniform |a_0| has mean 8/9; a uniform draw 1/2.
+    assert np.mean(np.abs(curious_a0)) > 0.8 > 0.6 > np.mean(np.abs(random_a0))
+    # The other dimensions stay uniform: curiosity has no reason to prefer them.
+    assert np.all(np.abs(curious_a0) <= 1.0)
+
+
+def test_before_any_model_the_policy_is_the_random_policy(tmp_path):
+    policy = CuriousPolicy(BOX, num_envs=3, model_path=tmp_path / "none.npz", seed=7)
+    random = RandomPolicy(BOX, num_envs=3, seed=7)
+    for _ in range(20):
+        action = policy.act(None, {})
+        assert action.shape == (3, 3) and action.dtype == np.float32
+        assert np.all(action >= BOX.low) and np.all(action <= BOX.high)
+        np.testing.assert_array_equal(action, random.act(None, {}))
+    assert policy.model is None and policy.loads == 0
+
+
+def test_publication_is_atomic_and_reloaded_on_change(tmp_path):
+    path = tmp_path / "curious" / "error_model.npz"
+    publish_error_model(fitted_abs_a0_model(version=1), path)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["error_model.npz"]  # no temp file left
+    policy = CuriousPolicy(BOX, num_envs=2, model_path=path, seed=0)
+    policy.act(None, {})
+    policy.act(None, {})
+    assert policy.loads == 1  # unchanged file: not reloaded
+    publish_error_model(fitted_abs_a0_model(version=2), path)
+    policy.act(None, {})
+    assert policy.loads == 2 and policy.model.version == 2
+    pickup = json.loads((path.parent / "pickups" / f"{os.getpid()}.json").read_text())
+    assert pickup["version"] == 2 and pickup["loads"] == 2
+
+
+def test_a_pickle_in_the_model_file_is_refused(tmp_path):
+    path = tmp_path / "error_model.npz"
+    arrays = fitted_abs_a0_model().arrays()
+    arrays["coef"] = np.array([{"payload": "would run on load"}], dtype=object)
+    with open(path, "wb") as file:
+        np.savez(file, **arrays)  # np.savez pickles object arrays
+    with pytest.raises(ValueError, match="refused to load"):
+        load_error_model(path)
+    with pytest.raises(ValueError, match="refused to load"):
+        CuriousPolicy(BOX, num_envs=1, model_path=path).act(None, {})
+
+
+def test_methods_without_a_prediction_head_are_refused(make_config, tmp_path):
+    for method in ("simclr", "simclr_tt"):
+        cfg = make_config(f"method={method}", "policy=curious")
+        with pytest.raises(ValueError, match=f"method='{method}' has no prediction head"):
+            curious_policy_factory(cfg, tmp_path)
+
+
+def test_factory_is_picklable_and_builds_the_policy(make_config, tmp_path):
+    cfg = make_config("policy=curious", "policy.curious_candidates=5")
+    factory = pickle.loads(pickle.dumps(curious_policy_factory(cfg, tmp_path)))
+    policy = factory(cfg.policy, BOX, 2, seed=0, action_set="camera")
+    assert isinstance(policy, CuriousPolicy) and policy.candidates == 5
+    assert policy.model_path == model_path_of(tmp_path)
+
+
+def test_tiny_online_run_publishes_models_the_collectors_pick_up(make_config, tmp_path):
+    from learner.train import train
+
+    run_dir = tmp_path / "run"
+    cfg = make_config(
+        "policy=curious", "policy.curious_refresh_steps=3", "env.image_size=32", "model.width=8",
+        "model.proj_hidden=64", "model.proj_dim=32", "model.pred_hidden=64", "train.batch_size=16",
+        "train.steps=24", "train.evaluate=false", "collector.num_workers=1", "collector.num_envs=1",
+        "collector.vectorization=sync", "buffer.warmup_views=64", "train.replay_ratio=1.0",
+        "optim.warmup_steps=2", run_dir=run_dir,
+    )  # fmt: skip
+    factory, callback = curious_training(cfg, run_dir)
+    assert isinstance(callback, CuriosityCallback)
+    metrics = train(cfg, run_dir, policy_factory=factory, callbacks=[callback])
+    assert metrics["completed"]
+    assert callback.publications >= 4  # every 3rd step once MIN_SAMPLES pairs are in
+    assert callback.forward_fallbacks == 1  # only the first step: the hooks did the rest
+    model = load_error_model(model_path_of(run_dir))
+    assert model.version == callback.publications and model.learner_step == 24
+    pickups = [json.loads(p.read_text()) for p in (run_dir / "curious" / "pickups").glob("*.json")]
+    assert pickups and max(p["version"] for p in pickups) >= 1
+    assert all(p["pid"] != os.getpid() for p in pickups)  # read in the collector process

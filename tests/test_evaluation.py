@@ -1,0 +1,201 @@
+"""Frozen-encoder evaluation: probe views, the metric core on known features, the encoder
+entry point and the ``ciper-eval`` app."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from collections import OrderedDict
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import envs
+from agent import probe_views
+from agent.probe_views import ProbeViews, episode_actions, episode_seed, render_probe_views
+from conf.schema import EnvConfig, EvalConfig
+from envs import scene_state
+from learner.checkpoint import save_checkpoint
+from learner.evaluation import METRIC_NAMES, evaluate_encoder, evaluate_features, extract_features
+from learner.model import build_model
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def fresh_cache(monkeypatch):
+    """An empty probe-view cache, so a render really renders."""
+    monkeypatch.setattr(probe_views, "_cache", OrderedDict())
+
+
+# ---------------------------------------------------------------- probe views
+
+
+@pytest.mark.parametrize(
+    ("env_id", "action_set"), [(envs.OBJECT_VIEW_ID, "camera"), (envs.IMAGE_VIEW_ID, "geometric")]
+)
+def test_probe_views_are_seeded_counted_and_replayable(fresh_cache, env_id, action_set):
+    cfg = EnvConfig(id=env_id, action_set=action_set, image_size=16)
+    probe = render_probe_views(cfg, "test", views_per_object=10, seed=7, episode_length=4, objects_limit=3)
+    probe_views._cache.clear()
+    again = render_probe_views(cfg, "test", views_per_object=10, seed=7, episode_length=4, objects_limit=3)
+    for field in ("views", "state", "object_index", "category", "episode", "step"):
+        np.testing.assert_array_equal(getattr(probe, field), getattr(again, field))
+    other_seed = render_probe_views(cfg, "test", views_per_object=10, seed=8, episode_length=4, objects_limit=3)
+    assert not np.array_equal(probe.state, other_seed.state)
+
+    assert probe.views.shape == (30, 16, 16, 3) and probe.views.dtype == np.uint8
+    objects, counts = np.unique(probe.object_index, return_counts=True)
+    assert objects.size == 3 and (counts == 10).all()
+    assert np.unique(probe.episode).size == 9  # 4 + 4 + 2 views per object
+    assert not probe.views.flags.writeable
+
+    # Replay the first object's second episode by hand.
+    row = int(objects[0])
+    rows = np.flatnonzero((probe.object_index == row) & (probe.episode == probe.episode[probe.object_index == row][4]))
+    seed = episode_seed(7, row, 1)
+    env = gym.make(env_id, action_set=action_set, image_size=16, split="test")
+    try:
+        observation, info = env.reset(seed=seed, options={"object_index": row})
+        states, views = [info["state"]], [observation]
+        for action in episode_actions(seed, 3, env.action_space.shape[0]):
+            observation, _, _, _, info = env.step(action)
+            states.append(info["state"])
+            views.append(observation)
+    finally:
+        env.close()
+    np.testing.assert_array_equal(probe.state[rows], np.stack(states))
+    np.testing.assert_array_equal(probe.views[rows], np.stack(views))
+    np.testing.assert_array_equal(probe.step[rows], np.arange(4))
+
+
+# ---------------------------------------------------------------- metric core on known features
+
+
+def synthetic_probe(first_object: int, n_objects: int, seed: int) -> ProbeViews:
+    """Camera-action episodes of the object world, states only (3 episodes of 8 per object)."""
+    rng = np.random.default_rng(seed)
+    columns: dict[str, list] = {k: [] for k in ("state", "object_index", "category", "episode", "step")}
+    episode = 0
+    for obj in range(first_object, first_object + n_objects):
+        for _ in range(3):
+            state = scene_state.random_state(rng)
+            for step in range(8):
+                if step:
+                    state, _ = scene_state.apply_action(state, rng.uniform(-1, 1, 3), "camera")
+                for key, value in (("state", state), ("object_index", obj), ("category", obj % 3),
+                                   ("episode", episode), ("step", step)):  # fmt: skip
+                    columns[key].append(value)
+            episode += 1
+    arrays = {k: np.asarray(v) for k, v in columns.items()}
+    return ProbeViews(views=np.zeros((len(arrays["step"]), 1, 1, 3), np.uint8), **arrays)
+
+
+def pose_and_identity_features(probe: ProbeViews, n_objects: int) -> np.ndarray:
+    pose = scene_state.absolute_pose(probe.state)[:, :4]  # the camera columns
+    return np.hstack([pose, np.eye(n_objects)[probe.object_index]]).astype(np.float32)
+
+
+def test_evaluate_features_scores_known_features():
+    train, test = synthetic_probe(0, 12, seed=0), synthetic_probe(12, 6, seed=1)
+    kw = dict(env_id=envs.OBJECT_VIEW_ID, action_set="camera", probe_epochs=200, knn_k=5, seed=0)
+    exact = evaluate_features(
+        pose_and_identity_features(train, 18), train, pose_and_identity_features(test, 18), test, **kw
+    )
+    assert set(exact) == set(METRIC_NAMES)
+    # The azimuth change is a non-linear function (atan2 difference) of the two views'
+    # sin/cos features, learned from ~1000 pairs by the probe MLP: high, not perfect.
+    assert exact["relative_pose_r2"] > 0.7
+    assert exact["absolute_pose_r2"] > 0.9
+    assert exact["identity_top1_linear"] > 0.95
+
+    rng = np.random.default_rng(0)
+    noise = evaluate_features(
+        rng.normal(size=(len(train), 22)), train, rng.normal(size=(len(test), 22)), test, **kw
+    )
+    assert noise["relative_pose_r2"] < 0.2
+    assert noise["absolute_pose_r2"] < 0.2
+
+
+def test_evaluate_features_rejects_misaligned_features():
+    train, test = synthetic_probe(0, 3, seed=0), synthetic_probe(3, 2, seed=1)
+    with pytest.raises(ValueError, match="train_features.shape"):
+        evaluate_features(np.zeros((5, 4)), train, np.zeros((len(test), 4)), test, envs.OBJECT_VIEW_ID,
+                          "camera", probe_epochs=5, knn_k=5, seed=0)  # fmt: skip
+
+
+# ---------------------------------------------------------------- encoder entry point and app
+
+
+def tiny_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model("ciper", "small", 4, 64, 32, 64, width=8)
+
+
+def test_extract_features_keeps_the_model_mode():
+    model = tiny_model().train()
+    views = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    features = extract_features(model, views, batch_size=2)
+    assert features.shape == (5, model.encoder.feature_dim) and features.dtype == np.float32
+    assert model.training
+    np.testing.assert_allclose(features, extract_features(model.encoder, views), rtol=1e-5, atol=1e-6)
+
+
+def test_evaluate_encoder_end_to_end(tmp_path):
+    env_cfg = EnvConfig(image_size=32)
+    eval_cfg = EvalConfig(views_per_object=8, probe_epochs=10, knn_k=5)
+    results = evaluate_encoder(tiny_model(), env_cfg, eval_cfg, "cpu", tmp_path, objects_limit=6)
+    assert set(results) == set(METRIC_NAMES)
+    assert all(math.isfinite(value) for value in results.values()), results
+    assert (tmp_path / "embedding_test_objects.png").stat().st_size > 0
+
+
+def _save_tiny_checkpoint(path: Path) -> Path:
+    architecture = {
+        "method": "ciper", "encoder": "small", "stem": "cifar", "width": 8, "proj_hidden": 64,
+        "proj_dim": 32, "pred_hidden": 64, "action_dim": 4, "env_id": envs.OBJECT_VIEW_ID,
+        "action_set": "camera", "image_size": 32,
+    }  # fmt: skip
+    return save_checkpoint(path, {"architecture": architecture, "model": tiny_model().state_dict()})
+
+
+def _ciper_eval(*overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "learner.eval_app", *overrides],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_ciper_eval_app_writes_metrics(tmp_path):
+    checkpoint = _save_tiny_checkpoint(tmp_path / "ckpt.pt")
+    run_dir = tmp_path / "eval_run"
+    done = _ciper_eval(f"eval.checkpoint={checkpoint}", f"hydra.run.dir={run_dir}",
+                       "eval.views_per_object=3", "eval.probe_epochs=5", "eval.knn_k=5")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert set(record["eval"]) == set(METRIC_NAMES)
+    assert record["env"]["image_size"] == 32  # from the checkpoint, not the default 64
+    assert (run_dir / "embedding_test_objects.png").is_file()
+    assert "relative_pose_r2" in done.stdout
+
+
+def test_ciper_eval_errors_name_the_problem(make_config, tmp_path):
+    from learner.eval_app import checkpoint_env, run
+
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        run(make_config(f"eval.checkpoint={tmp_path / 'nope.pt'}"))
+    with pytest.raises(ValueError, match="eval.checkpoint=None"):
+        run(make_config())
+
+    cfg = make_config("env.image_size=64")
+    architecture = {"env_id": envs.OBJECT_VIEW_ID, "action_set": "camera", "image_size": 32}
+    with pytest.raises(ValueError, match=r"env.image_size=64: the checkpoint was trained with env.image_size=32"):
+        checkpoint_env(cfg.env, architecture, {"env.image_size"})
+    # Without an explicit override the checkpoint's world wins over the default.
+    assert checkpoint_env(cfg.env, architecture, set()).image_size == 32
