@@ -66,12 +66,18 @@ def _fsync_dir(path: Path) -> None:
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` so that ``path`` holds either the old or the new JSON, never a mix."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as error:
+        tmp.unlink(missing_ok=True)  # a full disk gets the partial file's space back
+        if isinstance(error, OSError) and error.filename is None:  # name the file, not just ENOSPC
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
     _fsync_dir(path.parent)
 
 
@@ -80,10 +86,15 @@ def _write_npy(path: Path, array: np.ndarray) -> dict[str, Any]:
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
     data = buffer.getbuffer()
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(path, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        if error.filename is None:  # "No space left on device" alone does not say where
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
     return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
@@ -330,18 +341,22 @@ class ShardWriter:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        files = {f"{key}.npy": _write_npy(tmp / f"{key}.npy", value) for key, value in batch.as_dict().items()}
-        entry = {
-            "name": name,
-            "index": int(index),
-            "transitions": len(batch),
-            "episodes": int(np.unique(batch.episode_id).size),
-            "files": files,
-            **(extra or {}),
-        }
-        # checksums.json lets a shard be verified before the manifest lists it (see adopt_orphans).
-        write_json_atomic(tmp / CHECKSUMS_NAME, {"entry": entry, "fields": specs})
-        _fsync_dir(tmp)
+        try:
+            files = {f"{key}.npy": _write_npy(tmp / f"{key}.npy", value) for key, value in batch.as_dict().items()}
+            entry = {
+                "name": name,
+                "index": int(index),
+                "transitions": len(batch),
+                "episodes": int(np.unique(batch.episode_id).size),
+                "files": files,
+                **(extra or {}),
+            }
+            # checksums.json lets a shard be verified before the manifest lists it (see adopt_orphans).
+            write_json_atomic(tmp / CHECKSUMS_NAME, {"entry": entry, "fields": specs})
+            _fsync_dir(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # e.g. a full disk: free the partial shard now
+            raise
         os.rename(tmp, self.root / name)
         _fsync_dir(self.root)
         self._record(entry)

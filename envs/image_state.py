@@ -94,7 +94,7 @@ _BOUNDS: dict[str, tuple[float, float, bool]] = {
 
 def action_dims(action_set: str) -> tuple[ActionDim, ...]:
     """The action dimensions of ``action_set``; raises naming the valid sets."""
-    if action_set not in ACTION_SETS:
+    if not isinstance(action_set, str) or action_set not in ACTION_SETS:  # a list is unhashable
         raise ValueError(
             f"action_set={action_set!r}: expected one of {sorted(ACTION_SETS)}"
         )

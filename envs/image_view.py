@@ -282,7 +282,10 @@ class ImageViewEnv(gym.Env):
         return self.image_set.images[self._image_index]
 
     def _validated(self, action) -> np.ndarray:
-        array = np.asarray(action, dtype=np.float64)
+        try:
+            array = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError) as error:  # strings, complex, ints beyond float64
+            raise ValueError(f"action={action!r}: expected {self.action_space.shape} real numbers ({error})") from None
         if array.shape != self.action_space.shape:
             raise ValueError(
                 f"action shape {array.shape}: expected {self.action_space.shape} for action_set={self.action_set!r}"

@@ -126,9 +126,13 @@ class ObjectViewEnv(gym.Env):
         render_size: int = 256,
         shadows: bool = False,
     ) -> None:
+        try:
+            observe = tuple(observe)
+        except TypeError:  # None, a number
+            raise ValueError(f"observe={observe!r}: expected a tuple containing 'rgb' and optionally 'depth', 'mask'") from None
         self._init_kwargs = dict(
             action_set=action_set, image_size=image_size, split=split, catalog=catalog,
-            episode_steps=episode_steps, observe=tuple(observe), renderer=renderer,
+            episode_steps=episode_steps, observe=observe, renderer=renderer,
             render_mode=render_mode, render_size=render_size, shadows=shadows,
         )  # fmt: skip
         self.action_dims = action_dims(action_set)
@@ -138,7 +142,6 @@ class ObjectViewEnv(gym.Env):
                 raise ValueError(f"{name}={value!r}: expected an int in [{IMAGE_SIZE_RANGE[0]}, {IMAGE_SIZE_RANGE[1]}]")
         if not isinstance(episode_steps, int | np.integer) or episode_steps < 1:
             raise ValueError(f"episode_steps={episode_steps!r}: expected an int >= 1")
-        observe = tuple(observe)
         unknown = [o for o in observe if o not in OBSERVABLES]
         if not observe or unknown or "rgb" not in observe:
             raise ValueError(f"observe={observe!r}: expected a tuple containing 'rgb' and optionally 'depth', 'mask'")
@@ -233,7 +236,10 @@ class ObjectViewEnv(gym.Env):
         return self._state.copy()
 
     def _validated(self, action) -> np.ndarray:
-        array = np.asarray(action, dtype=np.float64)
+        try:
+            array = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError) as error:  # strings, complex, ints beyond float64
+            raise ValueError(f"action={action!r}: expected {self.action_space.shape} real numbers ({error})") from None
         if array.shape != self.action_space.shape:
             raise ValueError(
                 f"action shape {array.shape}: expected {self.action_space.shape} for action_set={self.action_set!r}"
