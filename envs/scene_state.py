@@ -323,52 +323,75 @@ def relative_action_discrete(action_set: str) -> np.ndarray:
 
 
 ABSOLUTE_POSE_NAMES: tuple[str, ...] = (
-    "camera_azimuth_sin",
-    "camera_azimuth_cos",
+    "object_in_camera_r00",
+    "object_in_camera_r10",
+    "object_in_camera_r20",
+    "object_in_camera_r01",
+    "object_in_camera_r11",
+    "object_in_camera_r21",
     "camera_elevation",
     "camera_distance",
-    "object_r00",
-    "object_r10",
-    "object_r20",
-    "object_r01",
-    "object_r11",
-    "object_r21",
-    "light_azimuth_sin",
-    "light_azimuth_cos",
+    "light_azimuth_from_camera_sin",
+    "light_azimuth_from_camera_cos",
     "light_elevation",
     "floor_hue_sin",
     "floor_hue_cos",
 )
 
 
-def absolute_pose(state: np.ndarray) -> np.ndarray:
-    """A continuous encoding of an absolute state for pose regression (float32).
+def camera_rotation(state: np.ndarray) -> np.ndarray:
+    """Camera-to-world rotation (..., 3, 3): columns right, up, backward (OpenGL camera
+    looking at the origin with world z up, as the renderer's view matrix)."""
+    s = np.asarray(state, dtype=np.float64)
+    az, el = s[..., 0], s[..., 1]
+    eye = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], axis=-1)
+    forward = -eye
+    right = np.cross(forward, np.array([0.0, 0.0, 1.0]))
+    right = right / np.linalg.norm(right, axis=-1, keepdims=True)
+    up = np.cross(right, forward)
+    return np.stack([right, up, -forward], axis=-1)
 
-    Angles as sin/cos, the object orientation as the first two columns of its rotation
-    matrix (the 6D representation of Zhou et al. 2019, free of the q/-q ambiguity).
-    Columns are named by ``ABSOLUTE_POSE_NAMES``.
+
+def absolute_pose(state: np.ndarray) -> np.ndarray:
+    """What an image can show of the absolute state, as a continuous encoding (float32).
+
+    The floor is uniform, so the camera azimuth and the object orientation are only visible
+    relative to each other: the pose is the object's orientation in the camera frame
+    (``R_camera^T R_object``, its first two columns: the 6D representation of Zhou et al.
+    2019, free of the q/-q ambiguity), the camera elevation (the horizon) and distance (the
+    object's size), the light's azimuth relative to the camera (shading) as sin/cos, the
+    light elevation and the floor hue as sin/cos. Columns: ``ABSOLUTE_POSE_NAMES``.
     """
     s = np.asarray(state, dtype=np.float64)
-    rot = quat_to_matrix(s[..., QUAT])
+    in_camera = np.swapaxes(camera_rotation(s), -1, -2) @ quat_to_matrix(s[..., QUAT])
+    light_from_camera = s[..., 7] - s[..., 0]
     hue = 2 * np.pi * s[..., STATE_INDEX["floor_hue"]]
     columns = [
-        np.sin(s[..., 0]),
-        np.cos(s[..., 0]),
+        in_camera[..., 0, 0],
+        in_camera[..., 1, 0],
+        in_camera[..., 2, 0],
+        in_camera[..., 0, 1],
+        in_camera[..., 1, 1],
+        in_camera[..., 2, 1],
         s[..., 1],
         s[..., 2],
-        rot[..., 0, 0],
-        rot[..., 1, 0],
-        rot[..., 2, 0],
-        rot[..., 0, 1],
-        rot[..., 1, 1],
-        rot[..., 2, 1],
-        np.sin(s[..., 7]),
-        np.cos(s[..., 7]),
+        np.sin(light_from_camera),
+        np.cos(light_from_camera),
         s[..., 8],
         np.sin(hue),
         np.cos(hue),
     ]
     return np.stack(columns, axis=-1).astype(np.float32)
+
+
+def viewpoint_azimuth(state: np.ndarray) -> np.ndarray:
+    """Azimuth (rad) of the camera seen from the object's own frame: the one-number summary
+    of which side of the object is in view (used to colour embedding plots)."""
+    s = np.asarray(state, dtype=np.float64)
+    az, el = s[..., 0], s[..., 1]
+    eye = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], axis=-1)
+    in_object = np.einsum("...ji,...j->...i", quat_to_matrix(s[..., QUAT]), eye)  # R^T eye
+    return np.arctan2(in_object[..., 1], in_object[..., 0])
 
 
 def random_state(rng: np.random.Generator) -> np.ndarray:

@@ -298,10 +298,13 @@ def evaluate_encoder(
 
 
 def main_pose_latent(state: np.ndarray, episode: np.ndarray, env_id: str, action_set: str) -> tuple[str, np.ndarray]:
-    """Name and values of the latent that best shows pose order in a plot: the state field
-    of the action set's first dimension (camera azimuth, crop x ...) or, when that is no
-    state field (object rotations), the first absolute-pose column the actions move."""
+    """Name and values of the latent that best shows pose order in a plot: the viewpoint
+    azimuth in the object's frame where the world defines one (3D objects: which side is
+    in view), else the state field of the action set's first dimension (crop x ...) or the
+    first absolute-pose column the actions move."""
     world = envs.world_module(env_id)
+    if hasattr(world, "viewpoint_azimuth") and action_set in ("camera", "object", "full"):
+        return "viewpoint_azimuth", world.viewpoint_azimuth(state)
     first = world.action_dims(action_set)[0].name
     if first in world.STATE_INDEX:
         return first, np.asarray(state)[:, world.STATE_INDEX[first]].astype(np.float64)

@@ -97,7 +97,7 @@ def synthetic_probe(first_object: int, n_objects: int, seed: int) -> ProbeViews:
 
 
 def pose_and_identity_features(probe: ProbeViews, n_objects: int) -> np.ndarray:
-    pose = scene_state.absolute_pose(probe.state)[:, :4]  # the camera columns
+    pose = scene_state.absolute_pose(probe.state)
     return np.hstack([pose, np.eye(n_objects)[probe.object_index]]).astype(np.float32)
 
 
@@ -111,12 +111,14 @@ def test_evaluate_features_scores_known_features():
     # The azimuth change is a non-linear function (atan2 difference) of the two views'
     # sin/cos features, learned from ~1000 pairs by the probe MLP: high, not perfect.
     assert exact["relative_pose_r2"] > 0.7
-    assert exact["absolute_pose_r2"] > 0.9
+    # ten moved pose columns (object in camera frame, elevation, distance, light) regressed
+    # by the weight-decayed probe MLP from ~300 views
+    assert exact["absolute_pose_r2"] > 0.75
     assert exact["identity_top1_linear"] > 0.95
 
     rng = np.random.default_rng(0)
     noise = evaluate_features(
-        rng.normal(size=(len(train), 22)), train, rng.normal(size=(len(test), 22)), test, **kw
+        rng.normal(size=(len(train), 31)), train, rng.normal(size=(len(test), 31)), test, **kw
     )
     assert noise["relative_pose_r2"] < 0.2
     assert noise["absolute_pose_r2"] < 0.2
