@@ -1,0 +1,255 @@
+"""Pure aggregation behind ``ciper-report``: per-seed metrics in, tables, target checks and markdown out.
+
+Nothing here trains, renders or reads a config: the app (``learner.report_app``) collects
+``metrics["eval"]`` of every run as ``per_seed[method][seed] = {metric: value}`` and the
+loss histories, and this module turns them into mean ± std cells (sample std over seeds,
+nan values left out), averaged loss curves, the automatic checks of the issue's targets
+(CIPER against SimCLR) and the markdown of ``report.md``, so all of it is tested on
+synthetic numbers without a model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+PerSeed = Mapping[str, Mapping[int, Mapping[str, float]]]  # method -> seed -> metric -> value
+
+# Every score the evaluation returns grows with quality (accuracies, R^2, silhouette, purity,
+# rank correlation of feature and pose distance); the table states it per column.
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "category_top1_linear": True,
+    "category_top1_knn": True,
+    "identity_top1_linear": True,
+    "relative_pose_r2": True,
+    "absolute_pose_r2": True,
+    "object_silhouette": True,
+    "object_knn_purity": True,
+    "within_object_pose_spearman": True,
+}
+
+# Thresholds of the targets (see ``check_targets``).
+RELATIVE_POSE_MARGIN = 0.2  # CIPER's relative-pose R^2 at least SimCLR's + 0.2
+CATEGORY_TOLERANCE = 0.02  # CIPER's category top-1 at most 2 points below SimCLR's
+CLEARLY_ABOVE_SDS = 2.0  # paired mean difference above this many sample SDs of the difference
+
+
+@dataclass(frozen=True)
+class MetricCell:
+    """Mean and sample standard deviation (ddof=1; 0 for one value) of the finite values."""
+
+    mean: float
+    std: float
+    n: int  # finite values aggregated
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    """One target of the issue, checked on the numbers: passed is None when undecidable."""
+
+    name: str
+    requirement: str
+    passed: bool | None
+    detail: str
+
+
+def cell(values: Sequence[float]) -> MetricCell:
+    """Mean ± std of the finite ``values`` (nan, nan, 0 when none is finite)."""
+    finite = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if finite.size == 0:
+        return MetricCell(math.nan, math.nan, 0)
+    std = float(finite.std(ddof=1)) if finite.size > 1 else 0.0
+    return MetricCell(float(finite.mean()), std, int(finite.size))
+
+
+def metric_order(per_seed: PerSeed) -> list[str]:
+    """Known metrics in their fixed order, then any other metric in order of appearance."""
+    seen: list[str] = []
+    for by_seed in per_seed.values():
+        for values in by_seed.values():
+            seen += [name for name in values if name not in seen]
+    return [name for name in HIGHER_IS_BETTER if name in seen] + [n for n in seen if n not in HIGHER_IS_BETTER]
+
+
+def summarise(per_seed: PerSeed) -> dict[str, dict[str, MetricCell]]:
+    """``table[method][metric]`` = the cell over that method's seeds."""
+    metrics = metric_order(per_seed)
+    return {
+        method: {name: cell([values.get(name, math.nan) for values in by_seed.values()]) for name in metrics}
+        for method, by_seed in per_seed.items()
+    }
+
+
+def paired_differences(per_seed: PerSeed, metric: str, ours: str, baseline: str) -> np.ndarray:
+    """ours - baseline per seed both ran (finite values only), in seed order."""
+    a, b = per_seed.get(ours, {}), per_seed.get(baseline, {})
+    out = []
+    for seed in sorted(set(a) & set(b)):
+        x, y = a[seed].get(metric, math.nan), b[seed].get(metric, math.nan)
+        if math.isfinite(x) and math.isfinite(y):
+            out.append(x - y)
+    return np.asarray(out, dtype=np.float64)
+
+
+def check_targets(per_seed: PerSeed, ours: str = "ciper", baseline: str = "simclr") -> list[TargetCheck]:
+    """The issue's three targets for ``ours`` against ``baseline``, decided on seed means.
+
+    1. relative-pose R^2 (equivariance): ours >= baseline + ``RELATIVE_POSE_MARGIN``;
+    2. linear category top-1 (invariance): ours >= baseline - ``CATEGORY_TOLERANCE``;
+    3. within-object pose Spearman (hierarchy): *clearly* above, defined on the per-seed
+       paired differences d = ours - baseline as mean(d) > 0 and mean(d) >
+       ``CLEARLY_ABOVE_SDS`` * sd(d) (sample sd); it needs two or more paired seeds.
+    A target whose numbers are missing is undecidable (passed None), never a pass.
+    """
+    table = summarise({m: per_seed[m] for m in (ours, baseline) if m in per_seed})
+    checks: list[TargetCheck] = []
+
+    def means(metric: str) -> tuple[float, float]:
+        return (table.get(ours, {}).get(metric, MetricCell(math.nan, math.nan, 0)).mean,
+                table.get(baseline, {}).get(metric, MetricCell(math.nan, math.nan, 0)).mean)  # fmt: skip
+
+    a, b = means("relative_pose_r2")
+    requirement = f"relative_pose_r2: {ours} >= {baseline} + {RELATIVE_POSE_MARGIN:g}"
+    if math.isfinite(a) and math.isfinite(b):
+        checks.append(TargetCheck("equivariance", requirement, bool(a >= b + RELATIVE_POSE_MARGIN),
+                                  f"{ours} {a:.3f} vs {baseline} {b:.3f} + {RELATIVE_POSE_MARGIN:g} = "
+                                  f"{b + RELATIVE_POSE_MARGIN:.3f} (difference {a - b:+.3f})"))  # fmt: skip
+    else:
+        checks.append(TargetCheck("equivariance", requirement, None, "missing values"))
+
+    a, b = means("category_top1_linear")
+    requirement = f"category_top1_linear: {ours} >= {baseline} - {100 * CATEGORY_TOLERANCE:g} points"
+    if math.isfinite(a) and math.isfinite(b):
+        checks.append(TargetCheck("invariance", requirement, bool(a >= b - CATEGORY_TOLERANCE),
+                                  f"{ours} {100 * a:.1f}% vs {baseline} {100 * b:.1f}% "
+                                  f"(difference {100 * (a - b):+.1f} points)"))  # fmt: skip
+    else:
+        checks.append(TargetCheck("invariance", requirement, None, "missing values"))
+
+    d = paired_differences(per_seed, "within_object_pose_spearman", ours, baseline)
+    requirement = (f"within_object_pose_spearman: {ours} clearly above {baseline}, i.e. the per-seed "
+                   f"differences d have mean(d) > {CLEARLY_ABOVE_SDS:g} sd(d) and mean(d) > 0")  # fmt: skip
+    if d.size >= 2:
+        mean, sd = float(d.mean()), float(d.std(ddof=1))
+        passed = bool(mean > 0 and mean > CLEARLY_ABOVE_SDS * sd)
+        checks.append(TargetCheck("hierarchy", requirement, passed,
+                                  f"mean(d) = {mean:+.3f}, sd(d) = {sd:.3f} over {d.size} seeds "
+                                  f"(threshold {CLEARLY_ABOVE_SDS * sd:.3f})"))  # fmt: skip
+    else:
+        checks.append(TargetCheck("hierarchy", requirement, None,
+                                  f"{d.size} paired seed(s): the spread of the difference needs >= 2"))  # fmt: skip
+    return checks
+
+
+def mean_loss_curves(
+    histories: Mapping[str, Sequence[Sequence[Mapping[str, float]]]], smooth: int = 1
+) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """``curves[method][loss]`` = (step, mean over seeds) for the steps every seed logged.
+
+    ``histories[method]`` holds one list per seed of ``{"step": s, loss: value, ...}`` (the
+    ``loss_history.json`` of a run). ``smooth`` > 1 takes a trailing moving average over that
+    many steps, since single-batch losses are noisy enough to hide the trend.
+    """
+    if smooth < 1:
+        raise ValueError(f"smooth={smooth}: expected >= 1")
+    curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for method, runs in histories.items():
+        runs = [run for run in runs if run]
+        if not runs:
+            continue
+        by_step = [{int(e["step"]): e for e in run} for run in runs]
+        steps = sorted(set.intersection(*(set(s) for s in by_step)))
+        # Losses every seed logged (a method's terms are the same in all its runs).
+        names = [k for k in runs[0][0] if k != "step" and all(k in run[0] for run in runs)]
+        curves[method] = {}
+        for name in names if steps else []:
+            values = np.asarray([[run[s][name] for s in steps] for run in by_step], dtype=np.float64).mean(axis=0)
+            if smooth > 1:
+                cumulative = np.concatenate([[0.0], np.cumsum(values)])
+                starts = np.maximum(np.arange(values.size) + 1 - smooth, 0)
+                values = (cumulative[1:] - cumulative[starts]) / (np.arange(values.size) + 1 - starts)
+            curves[method][name] = list(zip(steps, values.tolist(), strict=True))
+    return curves
+
+
+def _format_cell(c: MetricCell, best: bool) -> str:
+    if c.n == 0:
+        return "n/a"
+    text = f"{c.mean:.3f} ± {c.std:.3f}" if c.n > 1 else f"{c.mean:.3f}"
+    return f"**{text}**" if best else text
+
+
+def markdown_table(table: Mapping[str, Mapping[str, MetricCell]], references: Sequence[str] = ()) -> str:
+    """Rows = methods (then the ``references`` rows), columns = metrics with ↑/↓; the best
+    trained method per column in bold (references are not ranked: they are the floor)."""
+    metrics: list[str] = []
+    for row in table.values():
+        metrics += [m for m in row if m not in metrics]
+    ranked = [m for m in table if m not in references]
+    best: dict[str, str | None] = {}
+    for metric in metrics:
+        sign = 1.0 if HIGHER_IS_BETTER.get(metric, True) else -1.0
+        candidates = [(sign * table[m][metric].mean, m) for m in ranked
+                      if metric in table[m] and table[m][metric].n > 0]  # fmt: skip
+        best[metric] = max(candidates)[1] if len(candidates) > 1 else None
+    arrows = {m: ("↑" if HIGHER_IS_BETTER[m] else "↓") if m in HIGHER_IS_BETTER else "" for m in metrics}
+    lines = ["| method | " + " | ".join(f"{m} {arrows[m]}".rstrip() for m in metrics) + " |",
+             "|---|" + "---:|" * len(metrics)]  # fmt: skip
+    for method, row in table.items():
+        label = f"{method} (reference)" if method in references else method
+        cells = [_format_cell(row[m], best[m] == method) if m in row else "n/a" for m in metrics]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown_report(
+    table: Mapping[str, Mapping[str, MetricCell]],
+    targets: Sequence[TargetCheck],
+    *,
+    title: str = "CIPER report",
+    setup: Sequence[str] = (),
+    references: Sequence[str] = (),
+    plots: Mapping[str, str] | None = None,
+    notes: Sequence[str] = (),
+) -> str:
+    """The text of ``report.md``: setup bullets, the table, the targets, the plots."""
+    seeds = max((c.n for row in table.values() for c in row.values()), default=0)
+    parts = [f"# {title}", ""]
+    if setup:
+        parts += ["## Setup", "", *[f"- {line}" for line in setup], ""]
+    parts += ["## Results", "",
+              f"Cells: mean ± sample std over seeds (up to {seeds}); ↑ = higher is better; bold = best "
+              "trained method per column. Metrics are computed on frozen encoder features by "
+              "`learner.evaluation` (probes trained on training objects, scored on held-out objects).",
+              "", markdown_table(table, references), ""]  # fmt: skip
+    parts += ["## Targets", ""]
+    for check in targets:
+        verdict = {True: "PASS", False: "FAIL", None: "UNDECIDED"}[check.passed]
+        parts.append(f"- **{verdict}** {check.name}: {check.requirement}. {check.detail}.")
+    parts.append("")
+    if notes:
+        parts += ["## Notes", "", *[f"- {line}" for line in notes], ""]
+    if plots:
+        parts += ["## Plots", ""]
+        parts += [f"- {caption}: ![{caption}]({path})" for caption, path in plots.items()]
+        parts.append("")
+    return "\n".join(parts)
+
+
+def report_payload(
+    per_seed: PerSeed,
+    table: Mapping[str, Mapping[str, MetricCell]],
+    targets: Sequence[TargetCheck],
+    **extra: Any,
+) -> dict[str, Any]:
+    """Everything behind the report as plain JSON-ready data (nan stays nan for json.dumps)."""
+    return {
+        "per_seed": {m: {str(s): dict(v) for s, v in by_seed.items()} for m, by_seed in per_seed.items()},
+        "table": {m: {k: asdict(c) for k, c in row.items()} for m, row in table.items()},
+        "targets": [asdict(t) for t in targets],
+        **extra,
+    }

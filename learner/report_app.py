@@ -1,0 +1,350 @@
+"""``ciper-report``: train every method of ``report.methods`` on the same data and budget, compare.
+
+One shared dataset is written once into the report's folder (``report.mode=offline``), then
+each (method, seed) run trains ``report.steps`` steps in ``runs/<method>_seed<k>/`` with a
+config composed from the same tree: ``report.overrides`` (the preset's evaluation budget),
+then the user's own overrides given to ``ciper-report`` (``env.*``, ``optim.*`` ...), then the
+keys the report fixes for a fair comparison (method, seed, steps, batch, encoder, data).
+Two references are scored by the same evaluation code: the untrained encoder of each seed
+(the exact initial weights of that seed's runs) and raw pixels. Finished runs (a
+``metrics.json`` with ``completed``) are skipped and unfinished ones resume from their
+checkpoint, so rerunning a killed report with the same ``hydra.run.dir`` finishes it.
+``report.md`` (table, target checks, plots), ``report.json`` and the PNGs land in the
+report's folder; ``learner.report`` does the pure aggregation.
+
+Examples::
+
+    ciper-report                                   # report=quick: 4 methods x 3 seeds on CPU
+    ciper-report report=paper train.device=cuda
+    ciper-report hydra.run.dir=runs/report1        # rerun the same line to resume report1
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from conf.app import hydra_app
+from conf.compose import compose_config
+from learner import report
+from learner.plots import loss_curves, metric_bars
+
+RANDOM_INIT = "random init"
+RAW_PIXELS = "raw pixels"
+# Raw pixels are area-downsampled to this side before probing: the full 64x64x3 vector
+# (24k inputs per pair) would make the pose MLPs cost more than all trained runs together.
+RAW_PIXEL_SIDE = 16
+# Keys the report sets itself; the same key among the user's overrides is replaced.
+_REPORT_KEYS = ("method", "train.seed", "train.steps", "train.batch_size", "model.encoder", "train.mode",
+                "train.dataset", "train.evaluate", "method.time_offset", "dataset.path", "dataset.steps")  # fmt: skip
+
+
+def override_key(override: str) -> str:
+    """The config key of a ``key=value`` override (without Hydra's ``+``/``++``/``~`` prefix)."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def passed_through(user_overrides: Sequence[str]) -> list[str]:
+    """The user's overrides that go on to every run: not the report's own, Hydra's or the run folder."""
+    return [o for o in user_overrides
+            if not override_key(o).startswith(("report", "hydra")) and override_key(o) != "run_dir"]  # fmt: skip
+
+
+def merged_overrides(*layers: Sequence[str]) -> list[str]:
+    """Overrides of all layers, a later layer replacing an earlier one's value of the same key
+    (Hydra refuses some duplicate keys, e.g. a group chosen twice)."""
+    by_key: dict[str, str] = {}
+    for layer in layers:
+        for override in layer:
+            by_key.pop(override_key(override), None)
+            by_key[override_key(override)] = override
+    return list(by_key.values())
+
+
+def run_overrides(cfg: DictConfig, user: Sequence[str], method: str, seed: int, dataset: Path | None) -> list[str]:
+    """The overrides that compose run (``method``, ``seed``) of the report."""
+    r = cfg.report
+    fixed = [f"method={method}", f"train.seed={seed}", f"train.steps={int(r.steps)}",
+             f"train.batch_size={int(r.batch_size)}", f"model.encoder={r.encoder}", f"train.mode={r.mode}",
+             "train.evaluate=true"]  # fmt: skip
+    if dataset is not None:
+        fixed.append(f"train.dataset={dataset}")
+    if method == "simclr_tt":
+        fixed.append(f"method.time_offset={int(r.simclr_tt_offset)}")
+    return merged_overrides(list(r.overrides), user, fixed)
+
+
+def compose_in_app(overrides: Sequence[str], run_dir: Path) -> DictConfig:
+    """``compose_config`` from inside a running Hydra app.
+
+    ``compose_config`` initialises Hydra, which refuses while the app's own Hydra is
+    initialised; the app's state is set aside for the call and put back afterwards.
+    """
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
+
+    if not GlobalHydra.instance().is_initialized():
+        return compose_config(list(overrides), run_dir=run_dir)
+    backup = get_gh_backup()
+    GlobalHydra.instance().clear()
+    try:
+        return compose_config(list(overrides), run_dir=run_dir)
+    finally:
+        restore_gh_from_backup(backup)
+
+
+def user_overrides_of_app() -> list[str]:
+    """The command-line overrides given to this app (empty outside a Hydra app)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def finished(run_dir: Path) -> dict[str, Any] | None:
+    """The run's metrics if it completed and was evaluated, else None."""
+    path = run_dir / "metrics.json"
+    if not path.exists():
+        return None
+    metrics = json.loads(path.read_text())
+    return metrics if metrics.get("completed") and "eval" in metrics else None
+
+
+def check_same_config(run_dir: Path, run_cfg: DictConfig) -> None:
+    """Refuse to reuse a run folder whose saved config differs from this report's: its
+    results would silently describe another experiment."""
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.exists():
+        return
+    saved = OmegaConf.to_container(OmegaConf.load(saved_path), resolve=True)
+    wanted = OmegaConf.to_container(run_cfg, resolve=True)
+
+    def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(tree, dict):
+            return {prefix: tree}
+        return {k: v for key, sub in tree.items() for k, v in flat(sub, f"{prefix}{key}.").items()}
+
+    a, b = flat(saved), flat(wanted)
+    differing = sorted(k for k in set(a) | set(b) if k != "run_dir." and a.get(k) != b.get(k))
+    if differing:
+        details = ", ".join(f"{k.rstrip('.')}: {a.get(k)!r} -> {b.get(k)!r}" for k in differing[:8])
+        raise ValueError(
+            f"{run_dir} holds a run made with another config ({details}); "
+            "use another hydra.run.dir or delete that folder"
+        )
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2))
+    tmp.replace(run_dir / "metrics.json")  # atomic: a killed report never sees half a file
+
+
+def evaluate_random_init(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Score the untrained encoder of ``cfg``: seeded like ``learner.train`` seeds a run, so
+    these are the weights its runs of this seed start from."""
+    from learner.checkpoint import architecture_of, model_from_architecture
+    from learner.evaluation import evaluate_encoder
+    from learner.pair_sources import relative_action_dim
+    from learner.train import select_device
+
+    device = select_device(str(cfg.train.device))
+    torch.manual_seed(int(cfg.train.seed))
+    model = model_from_architecture(architecture_of(cfg, relative_action_dim(cfg.env))).to(device)
+    started = time.perf_counter()
+    scores = evaluate_encoder(model, cfg.env, cfg.eval, device, run_dir)
+    return {"method": RANDOM_INIT, "completed": True, "eval": scores, "eval_s": time.perf_counter() - started}
+
+
+def pixel_features(views: np.ndarray, side: int = RAW_PIXEL_SIDE) -> np.ndarray:
+    """Raw-pixel features: each uint8 view area-downsampled to side x side, in [0, 1], flattened."""
+    small = [cv2.resize(v, (side, side), interpolation=cv2.INTER_AREA) for v in views]
+    return np.stack(small).reshape(len(views), -1).astype(np.float32) / 255.0
+
+
+def evaluate_raw_pixels(cfg: DictConfig) -> dict[str, Any]:
+    """Score raw pixels with the evaluation's pure core on the same probe views."""
+    from agent.probe_views import render_probe_views
+    from learner.evaluation import evaluate_features
+
+    started = time.perf_counter()
+    e = cfg.eval
+    train_views, test_views = (render_probe_views(cfg.env, str(split), int(e.views_per_object), int(e.seed))
+                               for split in (e.train_split, e.test_split))  # fmt: skip
+    scores = evaluate_features(
+        pixel_features(train_views.views), train_views, pixel_features(test_views.views), test_views,
+        str(cfg.env.id), str(cfg.env.action_set), probe_epochs=int(e.probe_epochs), knn_k=int(e.knn_k),
+        seed=int(e.seed),
+    )  # fmt: skip
+    return {"method": RAW_PIXELS, "completed": True, "eval": scores, "eval_s": time.perf_counter() - started,
+            "features": f"{RAW_PIXEL_SIDE}x{RAW_PIXEL_SIDE}x3 area-downsampled pixels"}  # fmt: skip
+
+
+def write_views_grid(cfg: DictConfig, dataset: Path | None, path: Path) -> Path:
+    """Views of the training data as a grid: one episode (object) per row, steps as columns."""
+    from agent.view_app import dataset_transitions, object_labels, rollout_transitions, view_grid
+
+    rows, steps = int(cfg.view.rows), int(cfg.view.steps)
+    if dataset is not None:
+        batch = dataset_transitions(dataset, rows, rows * steps)
+    else:  # online reports have no dataset: render a short rollout of the same env and policy
+        batch = rollout_transitions(cfg, rows, steps, int(cfg.view.seed))
+    grid = view_grid(batch, rows, steps, int(cfg.view.upscale), object_labels(str(cfg.env.id), cfg.env.catalog))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), np.ascontiguousarray(grid[..., ::-1])):  # OpenCV writes BGR
+        raise OSError(f"cv2.imwrite failed for path={str(path)!r}")
+    return path
+
+
+def build_report(cfg: DictConfig, user: Sequence[str] = ()) -> dict[str, Any]:
+    """Run (or resume) every run of the report in ``cfg.run_dir``, then write its files.
+
+    ``user`` are the overrides given to the app, passed on to every run. Returns the
+    ``report.json`` payload.
+    """
+    started = time.perf_counter()
+    r = cfg.report
+    out = Path(cfg.run_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    user = passed_through(user)
+    methods, seeds = [str(m) for m in r.methods], [int(s) for s in r.seeds]
+    if not methods or not seeds:
+        raise ValueError(f"report.methods={methods}, report.seeds={seeds}: both need at least one entry")
+    timings: dict[str, float] = {}
+
+    dataset: Path | None = None
+    if str(r.mode) == "offline":
+        from agent.rollout_app import rollout
+
+        dataset = out / "dataset"
+        tick = time.perf_counter()
+        rollout_cfg = compose_in_app(
+            merged_overrides(list(r.overrides), user, [f"dataset.path={dataset}", f"dataset.steps={int(r.dataset_steps)}"]),
+            out,
+        )
+        rollout(rollout_cfg)
+        timings["dataset_s"] = time.perf_counter() - tick
+    elif str(r.mode) != "online":
+        raise ValueError(f"report.mode={r.mode!r}: expected 'offline' or 'online'")
+
+    from learner.train import train
+
+    # Env, eval and view settings as every run sees them (report.overrides and the user's applied).
+    shared_cfg = compose_in_app(run_overrides(cfg, user, methods[0], seeds[0], dataset), out)
+    eval_cfg, env_cfg = shared_cfg.eval, shared_cfg.env
+    jobs = [(m, s) for m in methods for s in seeds] + [(RANDOM_INIT, s) for s in seeds] + [(RAW_PIXELS, seeds[0])]
+    per_seed: dict[str, dict[int, dict[str, float]]] = {}
+    run_metrics: dict[str, dict[int, dict[str, Any]]] = {}
+    histories: dict[str, list[list[dict[str, float]]]] = {}
+    tick = time.perf_counter()
+    with tqdm(jobs, desc="report runs", unit="run", position=0, dynamic_ncols=True) as bar:
+        for method, seed in bar:
+            bar.set_postfix_str(f"{method} seed {seed}")
+            name = {RANDOM_INIT: f"random_init_seed{seed}", RAW_PIXELS: "raw_pixels"}.get(method, f"{method}_seed{seed}")
+            run_dir = out / "runs" / name
+            base = method if method in methods else "ciper"  # references read the ciper run's env/eval/model
+            run_cfg = compose_in_app(run_overrides(cfg, user, base, seed, dataset), run_dir)
+            check_same_config(run_dir, run_cfg)
+            metrics = finished(run_dir)
+            if metrics is None:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                OmegaConf.save(run_cfg, run_dir / "config.yaml")  # the resolved config of every run
+                if method == RANDOM_INIT:
+                    metrics = evaluate_random_init(run_cfg, run_dir)
+                elif method == RAW_PIXELS:
+                    metrics = evaluate_raw_pixels(run_cfg)
+                else:
+                    metrics = train(run_cfg, run_dir)
+                    if not metrics.get("completed"):
+                        raise SystemExit(f"run {run_dir} stopped early ({metrics.get('stopped_by')}); "
+                                         "rerun ciper-report with the same hydra.run.dir to resume")  # fmt: skip
+                if method in (RANDOM_INIT, RAW_PIXELS):
+                    write_metrics(run_dir, metrics)
+            per_seed.setdefault(method, {})[seed] = {k: float(v) for k, v in metrics["eval"].items()}
+            run_metrics.setdefault(method, {})[seed] = metrics
+            history_path = run_dir / "loss_history.json"
+            if history_path.exists():
+                histories.setdefault(method, []).append(json.loads(history_path.read_text()))
+    timings["runs_s"] = time.perf_counter() - tick
+
+    references = [RANDOM_INIT, RAW_PIXELS]
+    table = report.summarise(per_seed)
+    targets = report.check_targets(per_seed)
+
+    plots: dict[str, str] = {}
+    curves = report.mean_loss_curves(histories, smooth=max(1, int(r.steps) // 30))
+    if curves:
+        loss_curves(curves, out / "loss_curves.png", title=f"training losses, mean over {len(seeds)} seed(s)")
+        plots["losses (mean over seeds)"] = "loss_curves.png"
+    metric_bars({m: {k: (c.mean, c.std) for k, c in row.items()} for m, row in table.items()},
+                out / "metric_bars.png", title="mean ± std over seeds")  # fmt: skip
+    plots["metrics"] = "metric_bars.png"
+    for method in [*methods, RANDOM_INIT]:
+        name = f"{method}_seed{seeds[0]}" if method != RANDOM_INIT else f"random_init_seed{seeds[0]}"
+        source = out / "runs" / name / "embedding_test_objects.png"
+        if source.exists():
+            target = f"embedding_{method.replace(' ', '_')}.png"
+            shutil.copyfile(source, out / target)
+            plots[f"embedding of held-out objects, {method} (seed {seeds[0]}, PCA)"] = target
+    write_views_grid(shared_cfg, dataset, out / "views.png")
+    plots["training views (one episode per row)"] = "views.png"
+
+    timings["total_s_this_invocation"] = time.perf_counter() - started
+    walls = [m.get("wall_s", math.nan) for by_seed in run_metrics.values() for m in by_seed.values() if "wall_s" in m]
+    first = run_metrics[methods[0]][seeds[0]]
+    setup = [
+        f"methods {', '.join(methods)}; seeds {seeds}; {int(r.steps)} steps of {int(r.batch_size)} pairs; "
+        f"encoder `{r.encoder}`; simclr_tt positives up to {int(r.simclr_tt_offset)} steps apart",
+        f"data: {'one shared dataset of ' + str(int(r.dataset_steps)) + ' transitions (' + str(dataset) + ')' if dataset else 'online collectors'}; "
+        f"env `{env_cfg.id}`, action set `{env_cfg.action_set}`, {int(env_cfg.image_size)}x{int(env_cfg.image_size)} px",
+        f"evaluation: {int(eval_cfg.views_per_object)} views per object and split, {int(eval_cfg.probe_epochs)} "
+        f"probe epochs, kNN k={int(eval_cfg.knn_k)}, view seed {int(eval_cfg.seed)} "
+        f"(report.overrides {list(r.overrides)}, then the user's)",
+        f"user overrides passed to every run: {user if user else 'none'}",
+        f"device {first.get('device', '?')}; training wall time per run "
+        f"{np.nanmean(walls) if walls else math.nan:.0f} s (mean); this invocation {timings['total_s_this_invocation']:.0f} s",
+        f"references: `{RANDOM_INIT}` = the untrained encoder of each seed (same evaluation); "
+        f"`{RAW_PIXELS}` = {RAW_PIXEL_SIDE}x{RAW_PIXEL_SIDE} area-downsampled pixels (deterministic: one value)",
+    ]
+    text = report.markdown_report(table, targets, title=f"CIPER report ({out.name})", setup=setup,
+                                  references=references, plots=plots)  # fmt: skip
+    (out / "report.md").write_text(text)
+    payload = report.report_payload(
+        per_seed, table, targets, config={"report": _plain(cfg.report), "user_overrides": user},
+        timings=timings, dataset=str(dataset) if dataset else None, plots=plots,
+        runs={m: {str(s): {k: v for k, v in met.items() if k != "eval"} for s, met in by_seed.items()}
+              for m, by_seed in run_metrics.items()},
+    )  # fmt: skip
+    (out / "report.json").write_text(json.dumps(payload, indent=2))
+    return payload
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def _task(cfg: DictConfig) -> None:
+    """Compare methods on one dataset and budget (see ``report.*``); files go to the run folder."""
+    payload = build_report(cfg, user_overrides_of_app())
+    out = Path(cfg.run_dir).resolve()
+    for check in payload["targets"]:
+        verdict = {True: "PASS", False: "FAIL", None: "UNDECIDED"}[check["passed"]]
+        print(f"{verdict:9s} {check['name']}: {check['detail']}")
+    print(f"report: {out / 'report.md'}")
+
+
+main = hydra_app(_task)
+
+if __name__ == "__main__":
+    main()

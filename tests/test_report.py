@@ -1,0 +1,186 @@
+"""ciper-report: aggregation, markdown and target checks on synthetic numbers; one tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from learner import report
+from learner.report_app import merged_overrides, passed_through, pixel_features, run_overrides
+
+
+def synthetic(ciper: dict[str, list[float]], simclr: dict[str, list[float]]) -> dict:
+    """per_seed[method][seed][metric] from per-metric lists over seeds 0..n-1."""
+    return {
+        name: {seed: {metric: values[seed] for metric, values in columns.items()}
+               for seed in range(len(next(iter(columns.values()))))}  # fmt: skip
+        for name, columns in (("ciper", ciper), ("simclr", simclr))
+    }
+
+
+def by_name(checks: list[report.TargetCheck]) -> dict[str, report.TargetCheck]:
+    return {c.name: c for c in checks}
+
+
+def test_cell_is_mean_and_sample_std_of_finite_values():
+    c = report.cell([1.0, 2.0, math.nan, 3.0])
+    assert (c.mean, c.n) == (2.0, 3)
+    assert c.std == pytest.approx(np.std([1.0, 2.0, 3.0], ddof=1))
+    assert report.cell([5.0]) == report.MetricCell(5.0, 0.0, 1)
+    empty = report.cell([math.nan])
+    assert empty.n == 0 and math.isnan(empty.mean)
+
+
+def test_summarise_orders_known_metrics_first_and_keeps_methods():
+    per_seed = {"simclr": {0: {"extra": 1.0, "relative_pose_r2": 0.1}, 1: {"extra": 3.0, "relative_pose_r2": 0.3}},
+                "ciper": {0: {"category_top1_linear": 0.5}}}  # fmt: skip
+    table = report.summarise(per_seed)
+    assert list(table) == ["simclr", "ciper"]
+    assert list(table["simclr"]) == ["category_top1_linear", "relative_pose_r2", "extra"]
+    assert table["simclr"]["relative_pose_r2"].mean == pytest.approx(0.2)
+    assert table["simclr"]["category_top1_linear"].n == 0  # missing -> nan, not 0
+    assert table["ciper"]["category_top1_linear"] == report.MetricCell(0.5, 0.0, 1)
+
+
+def test_targets_pass_when_ciper_meets_every_one():
+    per_seed = synthetic(
+        ciper={"relative_pose_r2": [0.6, 0.62, 0.58], "category_top1_linear": [0.49, 0.50, 0.51],
+               "within_object_pose_spearman": [0.80, 0.82, 0.81]},
+        simclr={"relative_pose_r2": [0.3, 0.32, 0.35], "category_top1_linear": [0.50, 0.51, 0.52],
+                "within_object_pose_spearman": [0.60, 0.61, 0.62]},
+    )  # fmt: skip
+    checks = by_name(report.check_targets(per_seed))
+    assert [c.passed for c in checks.values()] == [True, True, True]
+    assert "+0.277" in checks["equivariance"].detail  # 0.600 - 0.323
+
+
+def test_targets_fail_on_each_threshold():
+    per_seed = synthetic(
+        ciper={"relative_pose_r2": [0.45, 0.45], "category_top1_linear": [0.47, 0.47],
+               "within_object_pose_spearman": [0.70, 0.60]},
+        simclr={"relative_pose_r2": [0.30, 0.30], "category_top1_linear": [0.50, 0.50],
+                "within_object_pose_spearman": [0.60, 0.61]},
+    )  # fmt: skip
+    checks = by_name(report.check_targets(per_seed))
+    assert checks["equivariance"].passed is False  # +0.15 < +0.2
+    assert checks["invariance"].passed is False  # 3 points below
+    # d = (+0.10, -0.01): mean 0.045 < 2 sd (~0.156): above on average, not clearly.
+    assert checks["hierarchy"].passed is False
+    assert "mean(d) = +0.045" in checks["hierarchy"].detail
+
+
+def test_targets_at_the_boundaries_and_when_undecidable():
+    per_seed = synthetic(
+        ciper={"relative_pose_r2": [0.5], "category_top1_linear": [0.48],
+               "within_object_pose_spearman": [0.9]},
+        simclr={"relative_pose_r2": [0.3], "category_top1_linear": [0.50],
+                "within_object_pose_spearman": [0.1]},
+    )  # fmt: skip
+    checks = by_name(report.check_targets(per_seed))
+    assert checks["equivariance"].passed is True  # exactly +0.2 counts
+    assert checks["invariance"].passed is True  # exactly 2 points below counts
+    assert checks["hierarchy"].passed is None  # one seed: no spread of the difference
+    missing = by_name(report.check_targets({"ciper": per_seed["ciper"]}))
+    assert all(c.passed is None for c in missing.values())
+
+
+def test_mean_loss_curves_average_over_seeds_and_smooth():
+    runs = [[{"step": s, "loss": float(s), "nt_xent": 1.0} for s in range(1, 5)],
+            [{"step": s, "loss": float(s) + 2.0, "nt_xent": 3.0} for s in range(1, 4)]]  # fmt: skip
+    curves = report.mean_loss_curves({"ciper": runs})
+    assert curves["ciper"]["loss"] == [(1, 2.0), (2, 3.0), (3, 4.0)]  # steps both seeds logged
+    assert curves["ciper"]["nt_xent"] == [(1, 2.0), (2, 2.0), (3, 2.0)]
+    smoothed = report.mean_loss_curves({"ciper": runs}, smooth=2)
+    assert smoothed["ciper"]["loss"] == [(1, 2.0), (2, 2.5), (3, 3.5)]
+    with pytest.raises(ValueError, match="smooth=0"):
+        report.mean_loss_curves({"ciper": runs}, smooth=0)
+
+
+def test_markdown_table_marks_best_and_references():
+    per_seed = {"ciper": {0: {"relative_pose_r2": 0.5}, 1: {"relative_pose_r2": 0.7}},
+                "simclr": {0: {"relative_pose_r2": 0.2}, 1: {"relative_pose_r2": 0.4}},
+                "random init": {0: {"relative_pose_r2": 0.9}, 1: {"relative_pose_r2": 0.9}}}  # fmt: skip
+    text = report.markdown_table(report.summarise(per_seed), references=["random init"])
+    lines = text.splitlines()
+    assert lines[0] == "| method | relative_pose_r2 ↑ |"
+    assert lines[2] == "| ciper | **0.600 ± 0.141** |"
+    assert lines[3] == "| simclr | 0.300 ± 0.141 |"
+    assert lines[4] == "| random init (reference) | 0.900 ± 0.000 |"  # not ranked
+
+
+def test_markdown_report_and_payload_carry_targets_and_plots():
+    per_seed = synthetic(ciper={"relative_pose_r2": [0.1, 0.2]}, simclr={"relative_pose_r2": [0.3, 0.2]})
+    table = report.summarise(per_seed)
+    targets = report.check_targets(per_seed)
+    text = report.markdown_report(table, targets, setup=["2 seeds"], plots={"losses": "loss_curves.png"})
+    assert "## Targets" in text and "**FAIL** equivariance" in text and "**UNDECIDED** invariance" in text
+    assert "![losses](loss_curves.png)" in text and "- 2 seeds" in text
+    payload = json.loads(json.dumps(report.report_payload(per_seed, table, targets, timings={"runs_s": 1.0})))
+    assert payload["per_seed"]["ciper"]["1"]["relative_pose_r2"] == 0.2
+    assert payload["table"]["simclr"]["relative_pose_r2"]["mean"] == pytest.approx(0.25)
+    assert payload["targets"][0]["passed"] is False and payload["timings"] == {"runs_s": 1.0}
+
+
+def test_run_overrides_layer_preset_user_then_report_keys(make_config):
+    cfg = make_config("report=quick", "report.steps=7", "report.simclr_tt_offset=3")
+    user = passed_through(["env.image_size=32", "report.steps=9", "hydra.run.dir=x", "train.steps=99",
+                           "eval.probe_epochs=3"])  # fmt: skip
+    assert user == ["env.image_size=32", "train.steps=99", "eval.probe_epochs=3"]
+    overrides = run_overrides(cfg, user, "simclr_tt", 2, None)
+    assert "train.steps=7" in overrides and "train.steps=99" not in overrides  # the report's budget wins
+    assert "eval.probe_epochs=3" in overrides  # the user's wins over the preset's
+    assert {"method=simclr_tt", "train.seed=2", "method.time_offset=3", "env.image_size=32"} <= set(overrides)
+    assert merged_overrides(["a=1", "+b=2"], ["b=3"]) == ["a=1", "b=3"]
+    composed = make_config(*overrides)
+    assert (composed.method.name, composed.method.time_offset, composed.train.steps) == ("simclr_tt", 3, 7)
+
+
+def test_pixel_features_downsample_and_scale():
+    views = np.full((3, 32, 32, 3), 255, np.uint8)
+    feats = pixel_features(views, side=4)
+    assert feats.shape == (3, 48) and feats.dtype == np.float32 and np.allclose(feats, 1.0)
+
+
+@pytest.mark.slow
+def test_report_end_to_end_writes_table_plots_and_resumes(tmp_path, make_config):
+    from learner.report_app import build_report
+
+    user = ["env.image_size=32", "env.episode_steps=16", "model.width=8", "model.proj_hidden=64",
+            "model.pred_hidden=64", "eval.views_per_object=8", "eval.probe_epochs=2",
+            "dataset.shard_size=256", "collector.vectorization=sync", "train.checkpoint_every=1000"]  # fmt: skip
+    out = tmp_path / "report"
+    cfg = make_config(*user, "report.methods=[ciper,simclr]", "report.seeds=[0]", "report.steps=4",
+                      "report.batch_size=8", "report.dataset_steps=256", run_dir=out)  # fmt: skip
+    payload = build_report(cfg, user)
+
+    text = (out / "report.md").read_text()
+    for row in ("| ciper |", "| simclr |", "| random init (reference) |", "| raw pixels (reference) |"):
+        assert row in text
+    assert "relative_pose_r2 ↑" in text and "## Targets" in text
+    for png in ("loss_curves.png", "metric_bars.png", "views.png", "embedding_ciper.png", "embedding_simclr.png"):
+        assert (out / png).stat().st_size > 1000, png
+    assert (out / "runs" / "ciper_seed0" / "config.yaml").exists()
+    saved = json.loads((out / "report.json").read_text())
+    assert set(saved["per_seed"]) == {"ciper", "simclr", "random init", "raw pixels"}
+    assert set(saved["per_seed"]["ciper"]["0"]) >= {"relative_pose_r2", "category_top1_linear"}
+    assert [t["name"] for t in payload["targets"]] == ["equivariance", "invariance", "hierarchy"]
+
+    # Rerun: the dataset and every finished run are reused, the numbers are the same.
+    stamp = (out / "runs" / "ciper_seed0" / "metrics.json").stat().st_mtime_ns
+    again = build_report(cfg, user)
+    assert (out / "runs" / "ciper_seed0" / "metrics.json").stat().st_mtime_ns == stamp
+    assert again["per_seed"] == payload["per_seed"]
+
+
+def test_a_run_folder_made_with_another_config_is_refused(tmp_path, make_config):
+    from omegaconf import OmegaConf
+
+    from learner.report_app import check_same_config
+
+    OmegaConf.save(make_config("train.steps=10"), tmp_path / "config.yaml")
+    check_same_config(tmp_path, make_config("train.steps=10"))
+    with pytest.raises(ValueError, match="train.steps: 10 -> 20"):
+        check_same_config(tmp_path, make_config("train.steps=20"))
