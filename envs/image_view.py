@@ -28,6 +28,7 @@ from envs.image_state import (
     random_state,
     validate_state,
 )
+from envs.scene_state import validate_action
 
 IMAGE_SIZE_RANGE = (16, 1024)
 
@@ -282,19 +283,7 @@ class ImageViewEnv(gym.Env):
         return self.image_set.images[self._image_index]
 
     def _validated(self, action) -> np.ndarray:
-        try:
-            array = np.asarray(action, dtype=np.float64)
-        except (TypeError, ValueError, OverflowError) as error:  # strings, complex, ints beyond float64
-            raise ValueError(f"action={action!r}: expected {self.action_space.shape} real numbers ({error})") from None
-        if array.shape != self.action_space.shape:
-            raise ValueError(
-                f"action shape {array.shape}: expected {self.action_space.shape} for action_set={self.action_set!r}"
-            )
-        bad = np.flatnonzero(~np.isfinite(array))
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(f"action[{i}]={array[i]}: actions must be finite")
-        return array
+        return validate_action(action, self.action_space.shape, self.action_set)
 
     def _observe(self, size: int) -> np.ndarray:
         return render_view(self.source_image, self._state, size)

@@ -17,6 +17,7 @@ from envs.scene_state import (
     action_dims,
     apply_action,
     random_state,
+    validate_action,
 )
 
 IMAGE_SIZE_RANGE = (16, 1024)
@@ -236,19 +237,7 @@ class ObjectViewEnv(gym.Env):
         return self._state.copy()
 
     def _validated(self, action) -> np.ndarray:
-        try:
-            array = np.asarray(action, dtype=np.float64)
-        except (TypeError, ValueError, OverflowError) as error:  # strings, complex, ints beyond float64
-            raise ValueError(f"action={action!r}: expected {self.action_space.shape} real numbers ({error})") from None
-        if array.shape != self.action_space.shape:
-            raise ValueError(
-                f"action shape {array.shape}: expected {self.action_space.shape} for action_set={self.action_set!r}"
-            )
-        bad = np.flatnonzero(~np.isfinite(array))
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(f"action[{i}]={array[i]}: actions must be finite")
-        return array
+        return validate_action(action, self.action_space.shape, self.action_set)
 
     def _observe(self):
         view = self._scene.render(self._state, self.image_size, depth="depth" in self.observe, mask="mask" in self.observe)

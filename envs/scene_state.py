@@ -98,6 +98,23 @@ def action_dims(action_set: str) -> tuple[ActionDim, ...]:
     return ACTION_SETS[action_set]
 
 
+def validate_action(action, shape: tuple[int, ...], action_set: str) -> np.ndarray:
+    """``action`` as float64 of ``shape``; ValueError naming the value otherwise (wrong
+    shape, non-numeric, non-finite). Finite values outside [-1, 1] pass: they are clipped
+    when applied."""
+    try:
+        array = np.asarray(action, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError) as error:  # strings, complex, ints beyond float64
+        raise ValueError(f"action={action!r}: expected {shape} real numbers ({error})") from None
+    if array.shape != tuple(shape):
+        raise ValueError(f"action shape {array.shape}: expected {tuple(shape)} for action_set={action_set!r}")
+    bad = np.flatnonzero(~np.isfinite(array))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"action[{i}]={array[i]}: actions must be finite")
+    return array
+
+
 def action_max_steps(action_set: str) -> np.ndarray:
     """Physical size of a normalised action of 1.0, per dimension of ``action_set``."""
     return np.array([d.max_step for d in action_dims(action_set)], dtype=np.float64)

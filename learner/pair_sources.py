@@ -112,7 +112,22 @@ class _Prefetcher:
             self._thread.join(timeout=5)
 
 
-class DatasetPairSource:
+class _PrefetchedSource:
+    """Hands out the batches of ``self._prefetch`` and saves/restores its sampler state."""
+
+    _prefetch: _Prefetcher
+
+    def next_pairs(self) -> ViewPairs:
+        return self._prefetch.get()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._prefetch.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._prefetch.load_state_dict(state)
+
+
+class DatasetPairSource(_PrefetchedSource):
     """Pairs from a dataset written by ``ciper-rollout`` (offline training)."""
 
     def __init__(self, root: str, env_cfg: DictConfig, batch_size: int, min_offset: int, max_offset: int, seed: int) -> None:
@@ -131,15 +146,6 @@ class DatasetPairSource:
         self.action_dim = relative_action_dim(env_cfg)
         self._prefetch = _Prefetcher(lambda rng: self.dataset.sample_pairs(batch_size, rng), seed)
 
-    def next_pairs(self) -> ViewPairs:
-        return self._prefetch.get()
-
-    def state_dict(self) -> dict[str, Any]:
-        return self._prefetch.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._prefetch.load_state_dict(state)
-
     def stats(self) -> dict[str, float]:
         return {"views_available": float(self.dataset.num_transitions)}
 
@@ -147,7 +153,7 @@ class DatasetPairSource:
         self._prefetch.close()
 
 
-class OnlinePairSource:
+class OnlinePairSource(_PrefetchedSource):
     """Pairs from a shared replay buffer that background collectors fill while we train.
 
     The replay ratio caps how many pairs are trained per collected view: when the learner
@@ -215,15 +221,6 @@ class OnlinePairSource:
         self.pairs_served += self.batch_size
         self.buffer.record_consumed(self.batch_size)
         return self.buffer.sample_pairs(self.batch_size, rng, self.min_offset, self.max_offset)
-
-    def next_pairs(self) -> ViewPairs:
-        return self._prefetch.get()
-
-    def state_dict(self) -> dict[str, Any]:
-        return self._prefetch.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._prefetch.load_state_dict(state)
 
     def stats(self) -> dict[str, float]:
         return {
