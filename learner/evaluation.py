@@ -6,9 +6,10 @@ split: they are scored there). Invariance is category top-1 of a linear probe an
 kNN classifier on unseen objects, plus object identity top-1 with a split by episode
 within the training objects. Equivariance follows 3DIEBench / SIE: an MLP on the
 concatenated features of two views of one episode regresses their relative action
-(``relative_pose_r2``), and an MLP on one view regresses its absolute pose restricted to
-what the action set moves (``absolute_pose_r2``), both trained on training objects and
-scored (R^2) on test objects. The hierarchy CIPER reports (views cluster by object and are
+(``relative_pose_r2``, the change in physical units), and a cross-validated linear ridge
+readout of one view's features regresses its visible absolute pose restricted to what the
+action set moves (``absolute_pose_r2``), both trained on training objects and scored
+(R^2) on test objects. The hierarchy CIPER reports (views cluster by object and are
 ordered by pose inside a cluster) is scored on test views with silhouette, kNN purity and
 the within-object Spearman correlation of feature and pose distances.
 :func:`evaluate_features` is the pure core on given features, so raw pixels or an
@@ -222,9 +223,10 @@ def evaluate_features(
     moved = moved_pose_columns(world.absolute_pose(train_views.state), train_views.episode)
     train_pose = world.absolute_pose(train_views.state)[:, moved]
     test_pose = world.absolute_pose(test_views.state)[:, moved]
-    keep = _subset(len(train_views), POSE_PROBE_ROWS, seed)
-    results["absolute_pose_r2"] = metrics.pose_regression_r2(
-        train_x[keep], train_pose[keep], test_x, test_pose, **regressor_kw
+    # A linear readout (penalty cross-validated over training objects): an MLP on a few
+    # thousand views memorises the training objects' poses and scores below 0 on new ones.
+    results["absolute_pose_r2"] = metrics.ridge_regression_r2(
+        train_x, train_pose, test_x, test_pose, train_groups=train_views.object_index
     )
 
     # Hierarchy on held-out objects: clusters by object, ordered by pose inside a cluster.

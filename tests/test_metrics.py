@@ -366,3 +366,19 @@ def test_metric_functions_agree_between_numpy_and_torch():
     ):
         assert fn(x) == pytest.approx(fn(torch.tensor(x)))
     np.testing.assert_allclose(metrics.pca_2d(torch.tensor(x)), metrics.pca_2d(x))
+
+
+def test_ridge_readout_recovers_a_linear_pose_and_ignores_noise():
+    from learner.metrics import ridge_regression_r2
+
+    rng = np.random.default_rng(3)
+    pose = rng.normal(size=(600, 3))
+    mixing = rng.normal(size=(3, 40))
+    features = pose @ mixing + 0.05 * rng.normal(size=(600, 40))
+    groups = np.repeat(np.arange(30), 20)
+    score = ridge_regression_r2(features[:400], pose[:400], features[400:], pose[400:], train_groups=groups[:400])
+    assert score > 0.95
+    noise = rng.normal(size=(600, 40))
+    assert ridge_regression_r2(noise[:400], pose[:400], noise[400:], pose[400:], train_groups=groups[:400]) < 0.1
+    with pytest.raises(ValueError, match="alphas"):
+        ridge_regression_r2(features[:400], pose[:400], features[400:], pose[400:], alphas=(0.0,))
