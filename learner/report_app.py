@@ -327,6 +327,9 @@ def build_report(cfg: DictConfig, user: Sequence[str] = ()) -> dict[str, Any]:
               for m, by_seed in run_metrics.items()},
     )  # fmt: skip
     (out / "report.json").write_text(json.dumps(payload, indent=2))
+    # Like every app's run folder: the headline numbers as metrics.json (report.json has all).
+    headline = {key: payload[key] for key in ("table", "targets", "timings") if key in payload}
+    (out / "metrics.json").write_text(json.dumps(headline, indent=2))
     return payload
 
 

@@ -167,6 +167,8 @@ def test_report_end_to_end_writes_table_plots_and_resumes(tmp_path, make_config)
     assert set(saved["per_seed"]) == {"ciper", "simclr", "random init", "raw pixels"}
     assert set(saved["per_seed"]["ciper"]["0"]) >= {"relative_pose_r2", "category_top1_linear"}
     assert [t["name"] for t in payload["targets"]] == ["equivariance", "invariance", "hierarchy"]
+    headline = json.loads((out / "metrics.json").read_text())
+    assert headline["targets"] == saved["targets"] and "ciper" in headline["table"]
 
     # Rerun: the dataset and every finished run are reused, the numbers are the same.
     stamp = (out / "runs" / "ciper_seed0" / "metrics.json").stat().st_mtime_ns
