@@ -91,7 +91,40 @@ def _collector_main(
         buffer.close()
 
 
-class BackgroundCollectors:
+class CollectorPoolBase:
+    """What every pool of collectors that writes into a shared buffer has in common (local
+    processes here, Ray actors in ``agent.ray_collectors``): the context-manager protocol,
+    the written-views counter and the give-up check over restart generations."""
+
+    kind = "collector workers"
+    _buffer: ReplayBuffer | None
+    generations: list[int]
+    errors: list[WorkerError]
+    max_restarts: int
+    _lock: threading.Lock
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def views_written(self) -> int:
+        """Views the workers have committed to the buffer so far."""
+        return 0 if self._buffer is None else self._buffer.views_written
+
+    def check(self) -> None:
+        """Raise if a worker gave up after ``max_restarts`` restarts (with its traceback)."""
+        with self._lock:
+            down = [w for w, g in enumerate(self.generations) if g > self.max_restarts]
+            if down:
+                last = [e for e in self.errors if e.worker == down[0]]
+                detail = last[-1].traceback if last else "no traceback (killed?)"
+                raise RuntimeError(f"{self.kind} {down} failed more than {self.max_restarts} times:\n{detail}")
+
+
+class BackgroundCollectors(CollectorPoolBase):
     """``num_workers`` collector processes writing into the buffer behind ``buffer_handle``.
 
     The buffer needs ``num_partitions >= num_workers``. ``policy_factory`` (picklable, the
@@ -174,28 +207,6 @@ class BackgroundCollectors:
         if self._buffer is not None:
             self._buffer.close()
             self._buffer = None
-
-    def __enter__(self) -> BackgroundCollectors:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    # ------------------------------------------------------------------ state
-
-    @property
-    def views_written(self) -> int:
-        """Views the workers have committed to the buffer so far."""
-        return 0 if self._buffer is None else self._buffer.views_written
-
-    def check(self) -> None:
-        """Raise if a worker gave up after ``max_restarts`` restarts (with its traceback)."""
-        with self._lock:
-            down = [w for w, g in enumerate(self.generations) if g > self.max_restarts]
-            if down:
-                last = [e for e in self.errors if e.worker == down[0]]
-                detail = last[-1].traceback if last else "no traceback (killed?)"
-                raise RuntimeError(f"collector workers {down} died more than {self.max_restarts} times:\n{detail}")
 
     # ------------------------------------------------------------------ internals
 

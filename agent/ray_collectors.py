@@ -28,7 +28,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from agent.background import GENERATION_SHIFT, WorkerError, worker_seed
+from agent.background import GENERATION_SHIFT, CollectorPoolBase, WorkerError, worker_seed
 from agent.collector import Collector, make_vector_env
 from agent.policies import make_policy
 from agent.replay_buffer import PartitionWriter, ReplayBuffer, ReplayBufferHandle
@@ -122,7 +122,7 @@ class RolloutWorker:
         self.generation = generation
 
 
-class RayCollectors:
+class RayCollectors(CollectorPoolBase):
     """``num_workers`` Ray actors writing into the buffer behind ``buffer_handle``.
 
     Arguments shared with :class:`~agent.background.BackgroundCollectors` mean the same.
@@ -133,6 +133,8 @@ class RayCollectors:
     (default: 1 with ``vectorization="sync"``, ``num_envs`` with ``"async"``, whose env
     processes do the rendering). ``in_flight`` calls are kept queued per actor.
     """
+
+    kind = "Ray collector actors"
 
     def __init__(
         self,
@@ -237,29 +239,11 @@ class RayCollectors:
             self._buffer.close()
             self._buffer = None
 
-    def __enter__(self) -> RayCollectors:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    # ------------------------------------------------------------------ state
-
-    @property
-    def views_written(self) -> int:
-        """Views the actors' chunks have committed to the buffer so far."""
-        return 0 if self._buffer is None else self._buffer.views_written
-
     def check(self) -> None:
         """Raise if an actor gave up after ``max_restarts`` restarts, or the pump thread failed."""
         if self._pump_error is not None:
             raise RuntimeError("the Ray collector pump thread failed") from self._pump_error
-        with self._lock:
-            down = [w for w, g in enumerate(self.generations) if g > self.max_restarts]
-            if down:
-                last = [e for e in self.errors if e.worker == down[0]]
-                detail = last[-1].traceback if last else "no traceback (actor killed?)"
-                raise RuntimeError(f"Ray collector actors {down} failed more than {self.max_restarts} times:\n{detail}")
+        super().check()
 
     # ------------------------------------------------------------------ pump thread
 
