@@ -29,8 +29,7 @@ from envs.image_state import (
     validate_state,
 )
 from envs.scene_state import validate_action
-
-IMAGE_SIZE_RANGE = (16, 1024)
+from envs.view_arguments import check_view_arguments
 
 # Luma weights (ITU-R 601, as torchvision's grayscale) and RGB -> YIQ; they sum to 1 and the
 # I, Q rows to 0, so saturation and hue maps keep grey grey.
@@ -195,13 +194,7 @@ class ImageViewEnv(gym.Env):
         )  # fmt: skip
         self.action_dims = action_dims(action_set)
         self.action_set = action_set
-        for name, value in (("image_size", image_size), ("render_size", render_size)):
-            if not isinstance(value, int | np.integer) or not IMAGE_SIZE_RANGE[0] <= value <= IMAGE_SIZE_RANGE[1]:
-                raise ValueError(f"{name}={value!r}: expected an int in [{IMAGE_SIZE_RANGE[0]}, {IMAGE_SIZE_RANGE[1]}]")
-        if not isinstance(episode_steps, int | np.integer) or episode_steps < 1:
-            raise ValueError(f"episode_steps={episode_steps!r}: expected an int >= 1")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode={render_mode!r}: expected None or one of {self.metadata['render_modes']}")
+        check_view_arguments(image_size, render_size, episode_steps, render_mode, self.metadata["render_modes"])
 
         self.image_set: ImageSet = load_image_set(catalog)
         self.image_indices = self.image_set.select(split)

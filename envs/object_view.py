@@ -19,8 +19,8 @@ from envs.scene_state import (
     random_state,
     validate_action,
 )
+from envs.view_arguments import check_view_arguments
 
-IMAGE_SIZE_RANGE = (16, 1024)
 OBSERVABLES = ("rgb", "depth", "mask")
 
 
@@ -138,16 +138,10 @@ class ObjectViewEnv(gym.Env):
         )  # fmt: skip
         self.action_dims = action_dims(action_set)
         self.action_set = action_set
-        for name, value in (("image_size", image_size), ("render_size", render_size)):
-            if not isinstance(value, int | np.integer) or not IMAGE_SIZE_RANGE[0] <= value <= IMAGE_SIZE_RANGE[1]:
-                raise ValueError(f"{name}={value!r}: expected an int in [{IMAGE_SIZE_RANGE[0]}, {IMAGE_SIZE_RANGE[1]}]")
-        if not isinstance(episode_steps, int | np.integer) or episode_steps < 1:
-            raise ValueError(f"episode_steps={episode_steps!r}: expected an int >= 1")
+        check_view_arguments(image_size, render_size, episode_steps, render_mode, self.metadata["render_modes"])
         unknown = [o for o in observe if o not in OBSERVABLES]
         if not observe or unknown or "rgb" not in observe:
             raise ValueError(f"observe={observe!r}: expected a tuple containing 'rgb' and optionally 'depth', 'mask'")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode={render_mode!r}: expected None or one of {self.metadata['render_modes']}")
 
         self.catalog: ObjectCatalog = load_catalog(catalog)
         self.object_indices = self.catalog.select(split)

@@ -1,0 +1,23 @@
+"""Checks of the constructor arguments every view environment shares (sizes, episode
+length, render mode), so both worlds refuse bad values with the same messages."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+IMAGE_SIZE_RANGE = (16, 1024)
+
+
+def check_view_arguments(
+    image_size: object, render_size: object, episode_steps: object, render_mode: object, render_modes: Sequence[str]
+) -> None:
+    """Raise ``ValueError`` naming the first argument outside its documented range."""
+    for name, value in (("image_size", image_size), ("render_size", render_size)):
+        if not isinstance(value, int | np.integer) or not IMAGE_SIZE_RANGE[0] <= value <= IMAGE_SIZE_RANGE[1]:
+            raise ValueError(f"{name}={value!r}: expected an int in [{IMAGE_SIZE_RANGE[0]}, {IMAGE_SIZE_RANGE[1]}]")
+    if not isinstance(episode_steps, int | np.integer) or episode_steps < 1:
+        raise ValueError(f"episode_steps={episode_steps!r}: expected an int >= 1")
+    if render_mode is not None and render_mode not in render_modes:
+        raise ValueError(f"render_mode={render_mode!r}: expected None or one of {list(render_modes)}")
