@@ -309,8 +309,9 @@ def train(
             "data_wait_fraction": wait_time / max(busy_time, 1e-9),
             "warmup_s": warmup_s,
             "wall_s": time.perf_counter() - started,
-            "losses_first": _mean_losses(history[:10]),
-            "losses_last": _mean_losses(history[-10:]),
+            # means over the first and last tenth of the steps (1 to 10 steps each, no overlap)
+            "losses_first": _mean_losses(history[: _window(len(history))]),
+            "losses_last": _mean_losses(history[-_window(len(history)) :]),
             "data": source.stats(),
             "checkpoint": str(checkpoint_path),
         }
@@ -326,6 +327,10 @@ def train(
     barrier(context)
     shutdown(context)
     return metrics
+
+
+def _window(steps: int) -> int:
+    return max(1, min(10, steps // 10)) if steps >= 2 else 1
 
 
 def _mean_losses(entries: list[dict[str, float]]) -> dict[str, float]:
