@@ -21,6 +21,8 @@ idx   name             range                     unit / meaning
 6     contrast         [CONTRAST_MIN, MAX]       multiplicative factor (1 = unchanged)
 7     saturation       [SATURATION_MIN, MAX]     multiplicative factor (1 = unchanged)
 8     hue              [-0.5, 0.5)               hue shift in turns (0 = unchanged)
+9     background       {0, .., POOL-1} or -1     background of the view: index into the
+                                                 shared background pool (-1: the image's own)
 ====  ===============  ========================  ==========================================
 
 Crop scale, brightness, contrast and saturation are factors, but their actions and relative
@@ -44,6 +46,7 @@ STATE_FIELDS: tuple[str, ...] = (
     "contrast",
     "saturation",
     "hue",
+    "background",
 )
 STATE_DIM = len(STATE_FIELDS)
 STATE_INDEX = {name: i for i, name in enumerate(STATE_FIELDS)}
@@ -57,6 +60,12 @@ CROP_SCALE_MAX = 1.0
 BRIGHTNESS_MIN, BRIGHTNESS_MAX = 0.6, 1.6
 CONTRAST_MIN, CONTRAST_MAX = 0.6, 1.6
 SATURATION_MIN, SATURATION_MAX = 0.4, 2.0
+#: Backgrounds a digit can be shown on: a pool shared by every image, drawn per view, so two
+#: views of one image need not share anything but the digit.
+BACKGROUND_POOL_SIZE = 512
+#: The ``background`` value of a view that shows the image's own pixels (sources without a
+#: separate foreground, such as CIFAR-10 or an image folder).
+OWN_BACKGROUND = -1.0
 #: A flip action dimension toggles the flip when its (clipped) value exceeds this.
 FLIP_THRESHOLD = 0.5
 
@@ -262,9 +271,26 @@ def absolute_pose(state: np.ndarray) -> np.ndarray:
     return np.stack(columns, axis=-1).astype(np.float32)
 
 
-def identity_state() -> np.ndarray:
-    """The un-augmented view: the whole image, upright, unflipped, colours unchanged."""
-    return np.array([0.5, 0.5, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0])
+def identity_state(background: float = 0.0) -> np.ndarray:
+    """The un-augmented view: the whole image, upright, unflipped, colours unchanged, on
+    pool background ``background`` (``OWN_BACKGROUND`` for the image's own pixels)."""
+    return np.array([0.5, 0.5, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, background])
+
+
+NUISANCE_NAMES: tuple[str, ...] = ("background",)
+
+
+def nuisance_names() -> tuple[str, ...]:
+    """Names of the columns of :func:`nuisance_state`."""
+    return NUISANCE_NAMES
+
+
+def nuisance_state(states: np.ndarray) -> np.ndarray:
+    """The nuisance variables of states (..., STATE_DIM) as float64 (..., k): the view's
+    background (pool index; ``OWN_BACKGROUND`` = -1 for the image's own pixels). It says
+    nothing about the image's class or the augmentation. Columns: :func:`nuisance_names`."""
+    s = np.asarray(states, dtype=np.float64)
+    return s[..., STATE_INDEX["background"]][..., None].copy()
 
 
 def random_state(rng: np.random.Generator) -> np.ndarray:
@@ -279,6 +305,7 @@ def random_state(rng: np.random.Generator) -> np.ndarray:
     state[4] = float(rng.integers(2))
     state[5:8] = np.exp(rng.uniform(-0.2, 0.2, size=3))
     state[8] = rng.uniform(-0.1, 0.1)
+    state[9] = float(rng.integers(BACKGROUND_POOL_SIZE))
     return state
 
 
@@ -297,6 +324,11 @@ def validate_state(state: np.ndarray) -> np.ndarray:
                 raise ValueError(f"state[{k}] ({name})={value}: expected a value in [{low}, {high}]")
         elif name == "flip" and value not in (0.0, 1.0):
             raise ValueError(f"state[{k}] (flip)={value}: expected 0 or 1")
+        elif name == "background" and not (value == OWN_BACKGROUND or (value == int(value) and 0 <= value < BACKGROUND_POOL_SIZE)):
+            raise ValueError(
+                f"state[{k}] (background)={value}: expected an integer in [0, {BACKGROUND_POOL_SIZE}) "
+                f"or {OWN_BACKGROUND:g} (the image's own background)"
+            )
     s[3] = wrap_angle(s[3])
     s[8] = wrap_unit(s[8])
     return s

@@ -401,6 +401,45 @@ def absolute_pose(state: np.ndarray) -> np.ndarray:
     return np.stack(columns, axis=-1).astype(np.float32)
 
 
+NUISANCE_NAMES: tuple[str, ...] = (
+    "floor_hue_sin",
+    "floor_hue_cos",
+    "light_r",
+    "light_g",
+    "light_b",
+    "light_azimuth_sin",
+    "light_azimuth_cos",
+    "light_elevation",
+)
+
+
+def nuisance_names() -> tuple[str, ...]:
+    """Names of the columns of :func:`nuisance_state`."""
+    return NUISANCE_NAMES
+
+
+def nuisance_state(states: np.ndarray) -> np.ndarray:
+    """The nuisance variables of states (..., STATE_DIM) as float64 (..., k): what a view
+    shows that says nothing about the object or its pose (floor hue as sin/cos, light
+    colour, light direction with the world-frame azimuth as sin/cos). A representation
+    whose structure these columns explain has learnt the scene, not the object.
+    Columns: :func:`nuisance_names`."""
+    s = np.asarray(states, dtype=np.float64)
+    hue = 2 * np.pi * s[..., STATE_INDEX["floor_hue"]]
+    light_az = s[..., STATE_INDEX["light_azimuth"]]
+    columns = [
+        np.sin(hue),
+        np.cos(hue),
+        s[..., STATE_INDEX["light_r"]],
+        s[..., STATE_INDEX["light_g"]],
+        s[..., STATE_INDEX["light_b"]],
+        np.sin(light_az),
+        np.cos(light_az),
+        s[..., STATE_INDEX["light_elevation"]],
+    ]
+    return np.stack(columns, axis=-1)
+
+
 def viewpoint_azimuth(state: np.ndarray) -> np.ndarray:
     """Azimuth (rad) of the camera seen from the object's own frame: the one-number summary
     of which side of the object is in view (used to colour embedding plots)."""
