@@ -29,10 +29,11 @@ import numpy as np
 import torch
 
 import envs
+from agent.curious import load_error_model, model_path_of
 from conf.compose import compose_config
 from learner.augment import normalize_images, to_float_images
 from learner.checkpoint import load_checkpoint, model_from_architecture
-from learner.curious import curious_training, load_error_model, model_path_of
+from learner.curiosity import curious_training
 from learner.model import CiperModel
 from learner.normalization import IMAGE_MEAN, IMAGE_STD
 from learner.train import train

@@ -22,7 +22,7 @@ def run(cfg: DictConfig) -> None:
     """Train as configured; print what was learned; files go to the run folder."""
     run_dir = Path(cfg.run_dir)
     if cfg.policy.name == "curious":
-        from learner.curious import curious_training
+        from learner.curiosity import curious_training
 
         policy_factory, curiosity = curious_training(cfg, run_dir)
         metrics = train(cfg, run_dir, policy_factory=policy_factory, callbacks=[curiosity])

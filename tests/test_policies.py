@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
+from agent import policies
 from agent.policies import (
     OrbitPolicy,
     RandomPolicy,
@@ -71,9 +72,15 @@ def test_smooth_reset_only_touches_the_masked_envs() -> None:
     assert not np.array_equal(policy.action[1], before[1])
 
 
-def test_unknown_policy_names_the_valid_ones_and_registration_adds_one() -> None:
+def test_unknown_policy_names_the_valid_ones_and_registration_adds_one(monkeypatch) -> None:
     with pytest.raises(ValueError, match="'nosuch'.*random"):
         make_policy(PolicyConfig(name="nosuch"), BOX, 2)
+    # A private copy of the registry: other tests never see the test policy.
+    monkeypatch.setattr(policies, "_REGISTRY", dict(policies._REGISTRY))
     register_policy("still_for_test", lambda cfg, space, n, seed, action_set="camera": RandomPolicy(space, n, seed))
     assert "still_for_test" in registered_policies()
     assert make_policy(PolicyConfig(name="still_for_test"), BOX, 2, seed=0).act(OBS[:2], {}).shape == (2, 3)
+
+
+def test_the_test_policy_did_not_leak_into_the_global_registry() -> None:
+    assert "still_for_test" not in registered_policies()

@@ -1,51 +1,41 @@
-"""``policy=curious``: an active observer that moves where the prediction head is worst.
+"""``policy=curious``, collector side: the error model and the policy that follows it.
 
-The learner side (:class:`CuriosityCallback`, a ``learner.train.StepCallback``) reads, at no
-extra forward cost, the per-pair errors of the prediction head on the very batch it has
-just trained on (forward hooks on the head and on the target normaliser), turns each
-offset-1 pair's relative change into the normalised action that produced it
-(``relative_change / action_max_steps``), and fits an error model ``error(action)``: ridge
-regression on random Fourier features, with exponential forgetting so that it describes
-the *current* head rather than its history. Every ``policy.curious_refresh_steps`` learner
-steps it publishes the model (~140 kB of float arrays) atomically to
-``run_dir/curious/error_model.npz`` (temporary file + ``os.replace``; no object arrays).
-The collector side (:class:`CuriousPolicy`, numpy only, built in each collector process by
-the picklable :class:`CuriousPolicyFactory`) reloads that file when it changes, draws
-``policy.curious_candidates`` uniform candidate actions per env, and takes the one with
-the highest predicted error plus an upper-confidence bonus; with probability ``epsilon``
-it takes a uniform action instead, so regions the model is wrong about keep being
-visited. Before the first publication it is exactly :class:`agent.policies.RandomPolicy`.
-Scoring K candidates costs K feature evaluations, not K renders. Every load is recorded in
-``run_dir/curious/pickups/<pid>.json``, so a run shows which model versions its collectors used.
+Numpy only: this module runs in collector processes. An :class:`ErrorModel` predicts, for a
+normalised action, the squared error the learner's prediction head makes on the pair that
+action produces: ridge regression on random Fourier features (:class:`ErrorModelFitter`,
+with exponential forgetting so it follows the current head rather than its history). The
+learner (``learner.curiosity``) fits it and publishes it atomically as a plain ``.npz``
+(:func:`publish_error_model`; :func:`load_error_model` never unpickles). The
+:class:`CuriousPolicy` reloads that file when it changes, draws
+``policy.curious_candidates`` uniform candidate actions per env and takes the one with the
+highest predicted error plus an upper-confidence bonus; with probability ``epsilon`` it
+takes a uniform action instead, so regions the model is wrong about keep being visited.
+Before the first publication it is exactly :class:`agent.policies.RandomPolicy`. Scoring K
+candidates costs K feature evaluations, not K renders. Every load is recorded in
+``<run>/curious/pickups/<pid>.json``, so a run shows which model versions its collectors used.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
 import envs
-
-if TYPE_CHECKING:  # torch stays out of collector processes, which import this module
-    from agent.view_pairs import ViewPairs
-    from learner.train import Learner
-
-log = logging.getLogger(__name__)
+from agent.atomic_files import write_bytes_atomic
 
 FORMAT_VERSION = 1
 MODEL_FILE = "error_model.npz"
 STATUS_FILE = "status.json"
 PICKUP_DIR = "pickups"
 # Error-model and policy constants. They are not config keys (conf/schema.py only has
-# curious_candidates and curious_refresh_steps); each is a constructor argument here.
+# curious_candidates and curious_refresh_steps); each is a constructor argument.
 NUM_FEATURES = 128  # random Fourier features of the normalised action
 LENGTHSCALE = 0.5  # in normalised action units: the box [-1, 1] spans ~4 lengthscales
 RIDGE = 1.0  # prior precision; one sample adds ~2 to the feature Gram diagonal sum
@@ -185,19 +175,6 @@ class ErrorModelFitter:
 # ---------------------------------------------------------------- publication
 
 
-def _write_atomically(path: Path, write: Any) -> None:
-    """``write(file)`` into a temporary file next to ``path``, then rename it over ``path``:
-    a reader sees the old file or the new one, never a half-written one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as file:
-            write(file)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
 
 def publish_error_model(model: ErrorModel, path: str | Path) -> None:
     """Write ``model`` to ``path`` (.npz) atomically, refusing anything that needs pickle."""
@@ -205,7 +182,7 @@ def publish_error_model(model: ErrorModel, path: str | Path) -> None:
     for name, array in arrays.items():
         if array.dtype.hasobject:
             raise ValueError(f"{name}: dtype {array.dtype} would need pickle; expected a numeric array")
-    _write_atomically(Path(path), lambda file: np.savez(file, **arrays))
+    write_bytes_atomic(Path(path), lambda file: np.savez(file, **arrays))
 
 
 def load_error_model(path: str | Path) -> ErrorModel:
@@ -238,7 +215,12 @@ def load_error_model(path: str | Path) -> ErrorModel:
     return model
 
 
-# ---------------------------------------------------------------- collector side
+def model_path_of(run_dir: str | Path) -> Path:
+    """Where a run publishes its error model."""
+    return Path(run_dir) / "curious" / MODEL_FILE
+
+
+# ---------------------------------------------------------------- the policy
 
 
 class CuriousPolicy:
@@ -324,7 +306,7 @@ class CuriousPolicy:
         record = {"pid": os.getpid(), "loads": self.loads, "version": self.model.version,
                   "learner_step": self.model.learner_step, "time": time.time()}  # fmt: skip
         path = self.model_path.parent / PICKUP_DIR / f"{os.getpid()}.json"
-        _write_atomically(path, lambda file: file.write(json.dumps(record).encode()))
+        write_bytes_atomic(path, lambda file: file.write(json.dumps(record).encode()))
 
 
 @dataclass(frozen=True)
@@ -345,164 +327,3 @@ class CuriousPolicyFactory:
             action_space, num_envs, self.model_path, seed, candidates=int(policy_cfg.curious_candidates),
             epsilon=self.epsilon, ucb_beta=self.ucb_beta, action_names=names,
         )  # fmt: skip
-
-
-# ---------------------------------------------------------------- learner side
-
-
-class CuriosityCallback:
-    """``learner.train.StepCallback`` that fits and publishes the error model.
-
-    Per-pair errors are the squared errors of the head's prediction against the
-    normalised target, averaged over the continuous target columns, captured by forward
-    hooks during the training step itself (before its update). When the hooks saw nothing
-    (the first step, before they exist; or a ``torch.compile``d model that bypasses them)
-    one no-grad eval-mode forward of the batch, without augmentation, replaces them. Only
-    pairs one step apart are used: their relative change is the action that was taken.
-    Only rank 0 fits and publishes; the other ranks' collectors read the same file.
-    """
-
-    def __init__(
-        self, env_id: str, action_set: str, model_path: str | Path, refresh_steps: int, seed: int = 0,
-        min_samples: float = MIN_SAMPLES,
-    ) -> None:  # fmt: skip
-        if refresh_steps < 1:
-            raise ValueError(f"policy.curious_refresh_steps={refresh_steps!r}: expected an int >= 1")
-        self.world = envs.world_module(env_id)
-        self.action_set = action_set
-        self.max_steps = self.world.action_max_steps(action_set)
-        self.model_path = Path(model_path)
-        self.refresh_steps, self.min_samples = int(refresh_steps), float(min_samples)
-        # Forget with a half-life of one refresh period (at least 10 steps): a published
-        # model describes roughly the head of the last period.
-        half_life = max(self.refresh_steps, 10)
-        self.fitter = ErrorModelFitter(len(self.max_steps), seed=seed, forgetting=0.5 ** (1.0 / half_life))
-        self.version = self._last_version()
-        self.publications = 0
-        self.forward_fallbacks = 0
-        self._captured: dict[str, Any] = {}
-        self._hooked = False
-
-    def _last_version(self) -> int:
-        # A resumed run keeps numbering where the previous invocation stopped.
-        try:
-            return load_error_model(self.model_path).version
-        except (FileNotFoundError, ValueError):
-            return 0
-
-    def on_step(self, step: int, learner: Learner, pairs: ViewPairs) -> None:
-        if not learner.context.is_main:
-            return
-        if not self._hooked:
-            self._attach(learner)
-        predicted, target = self._captured.pop("predicted", None), self._captured.pop("target", None)
-        if predicted is None or target is None or predicted.shape[0] != len(pairs):
-            self.forward_fallbacks += 1
-            predicted, target = self._forward(learner, pairs)
-        errors = self._pair_errors(learner, predicted, target)
-        one_step = np.asarray(pairs.offset) == 1
-        if one_step.any():
-            change = self.world.relative_change(pairs.state_a[one_step], pairs.state_b[one_step], self.action_set)
-            self.fitter.update(np.clip(change / self.max_steps, -1.0, 1.0), errors[one_step])
-        if step % self.refresh_steps == 0 and self.fitter.effective_samples >= self.min_samples:
-            self.publish(step)
-
-    def publish(self, step: int) -> ErrorModel:
-        """Publish the current fit (and a small status JSON next to it)."""
-        self.version += 1
-        model = self.fitter.solve(self.version, step)
-        publish_error_model(model, self.model_path)
-        self.publications += 1
-        status = {"version": model.version, "learner_step": step, "publications": self.publications,
-                  "effective_samples": model.effective_samples, "mean_error": model.mean_error,
-                  "noise_std": float(np.sqrt(model.noise_var)), "forward_fallbacks": self.forward_fallbacks}  # fmt: skip
-        _write_atomically(self.model_path.with_name(STATUS_FILE), lambda file: file.write(json.dumps(status).encode()))
-        log.debug("published error model v%d at step %d", model.version, step)
-        return model
-
-    def _attach(self, learner: Learner) -> None:
-        model = learner.model
-        if model.predictor is None or model.action_normalizer is None:
-            raise ValueError(f"method={learner.cfg.method.name!r} has no prediction head: policy=curious needs one")
-
-        def keep(name: str):
-            def hook(module: Any, inputs: Any, output: Any) -> None:
-                self._captured[name] = output.detach()
-
-            return hook
-
-        model.predictor.register_forward_hook(keep("predicted"))
-        model.action_normalizer.register_forward_hook(keep("target"))
-        self._hooked = True
-
-    def _forward(self, learner: Learner, pairs: ViewPairs) -> tuple[Any, Any]:
-        import torch
-
-        from learner.augment import normalize_images, to_float_images
-        from learner.normalization import IMAGE_MEAN, IMAGE_STD
-
-        model, n = learner.model, len(pairs)
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                views = torch.from_numpy(np.concatenate([pairs.view_a, pairs.view_b])).to(learner.device)
-                # No augmentation: it would advance the learner's augmentation generator and
-                # change the batches of a resumed run.
-                images = normalize_images(to_float_images(views, channels_last=learner.channels_last), IMAGE_MEAN, IMAGE_STD)
-                out = model(images[:n], images[n:])
-                target = model.action_normalizer(torch.from_numpy(pairs.relative_action).to(learner.device))
-        finally:
-            model.train(was_training)
-        self._captured.clear()  # the hooks saw this forward too
-        return out["action_pred"], target
-
-    @staticmethod
-    def _pair_errors(learner: Learner, predicted: Any, target: Any) -> np.ndarray:
-        squared = (predicted.float() - target.float()) ** 2  # (N, A)
-        discrete = learner.model.discrete_columns
-        if discrete is not None and bool(discrete.any()):
-            squared = squared[:, ~discrete]  # two-valued columns are logits, not regressions
-        return squared.mean(dim=1).cpu().numpy().astype(np.float64)
-
-
-# ---------------------------------------------------------------- wiring
-
-
-def _check_curious_config(cfg: Any) -> None:
-    from learner.model import method_spec  # torch: only in the learner process
-
-    method = str(cfg.method.name)
-    if not method_spec(method).needs_predictor:
-        raise ValueError(
-            f"method={method!r} has no prediction head: policy=curious scores actions by the "
-            "prediction head's error; use method=ciper or method=predict, or another policy"
-        )
-    if str(cfg.train.mode) != "online":
-        raise ValueError(f"train.mode={cfg.train.mode!r}: policy=curious steers live collectors; expected online")
-
-
-def model_path_of(run_dir: str | Path) -> Path:
-    """Where a run publishes its error model."""
-    return Path(run_dir) / "curious" / MODEL_FILE
-
-
-def curious_policy_factory(cfg: Any, run_dir: str | Path) -> CuriousPolicyFactory:
-    """The picklable collector-side factory for ``cfg`` (a ``policy_factory`` for ``train``).
-
-    It only acts curiously if :class:`CuriosityCallback` publishes models: use
-    :func:`curious_training` to get both. Raises ValueError for methods without a
-    prediction head (simclr, simclr_tt) and for offline training.
-    """
-    _check_curious_config(cfg)
-    return CuriousPolicyFactory(str(model_path_of(run_dir)), str(cfg.env.id))
-
-
-def curious_training(cfg: Any, run_dir: str | Path) -> tuple[CuriousPolicyFactory, CuriosityCallback]:
-    """``(policy_factory, callback)`` for ``train(cfg, run_dir, policy_factory=..., callbacks=[callback])``."""
-    factory = curious_policy_factory(cfg, run_dir)
-    callback = CuriosityCallback(
-        str(cfg.env.id), str(cfg.env.action_set), factory.model_path,
-        refresh_steps=int(cfg.policy.curious_refresh_steps), seed=int(cfg.train.seed),
-    )  # fmt: skip
-    return factory, callback
