@@ -1,0 +1,133 @@
+"""Learner efficiency: the full CIPER step's FLOPs and GFLOPS against this machine's matmul.
+
+Run: ``python bench/learner_step_flops.py [--rounds 3] [--only small] [key=value overrides ...]``.
+For each report setting (small encoder and ResNet-18, 32 and 64 px) it builds the real
+``Learner`` from the config tree, counts one step's FLOPs with PyTorch's own counter
+(``torch.utils.flop_counter.FlopCounterMode``: forward and backward of every conv and
+matmul; elementwise ops, BatchNorm and the optimiser count 0), then alternates rounds of
+{float32 2048x2048 matmul, training step} and keeps the best of the rounds of each, because
+the machine may be shared. The efficiency is step GFLOPS / matmul GFLOPS, both measured in
+this run. Extra overrides apply to every setting, e.g. ``train.channels_last=false`` for an
+A/B. The output is a markdown table ready to paste, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from agent.view_pairs import ViewPairs
+from conf.compose import compose_config
+from learner.pair_sources import relative_action_dim
+from learner.train import Learner, select_device
+
+MATMUL_SIZE = 2048
+
+
+@dataclass(frozen=True)
+class Setting:
+    label: str
+    overrides: tuple[str, ...]
+    min_seconds: float  # timed steps per round run at least this long
+
+
+SETTINGS = (
+    # the issue's setting: small encoder width 32, batch 128 pairs
+    Setting("small w32, 32 px, 128 pairs", ("model.encoder=small", "model.width=32", "env.image_size=32", "train.batch_size=128"), 1.5),
+    Setting("small w32, 64 px, 128 pairs", ("model.encoder=small", "model.width=32", "env.image_size=64", "train.batch_size=128"), 2.0),
+    # the report=quick preset (small encoder at its default width 16, batch 64, 32 px)
+    Setting("small w16, 32 px, 64 pairs (report=quick)", ("model.encoder=small", "env.image_size=32", "train.batch_size=64"), 1.0),
+    # ResNet-18 (CIFAR stem) on CPU is slow: small batches, one step per round
+    Setting("resnet18, 32 px, 16 pairs", ("model.encoder=resnet18", "env.image_size=32", "train.batch_size=16"), 1.0),
+    Setting("resnet18, 64 px, 8 pairs", ("model.encoder=resnet18", "env.image_size=64", "train.batch_size=8"), 1.0),
+)  # fmt: skip
+
+
+def synthetic_pairs(batch: int, size: int, action_dim: int, seed: int = 0) -> ViewPairs:
+    rng = np.random.default_rng(seed)
+    views = rng.integers(0, 256, size=(2, batch, size, size, 3), dtype=np.uint8)
+    states = rng.normal(size=(2, batch, 13))
+    return ViewPairs(
+        view_a=views[0], view_b=views[1],
+        relative_action=rng.normal(size=(batch, action_dim)).astype(np.float32),
+        state_a=states[0], state_b=states[1],
+        object_index=np.zeros(batch, np.int64), category=np.zeros(batch, np.int64), offset=np.ones(batch, np.int64),
+    )  # fmt: skip
+
+
+def matmul_gflops(a: torch.Tensor, b: torch.Tensor, repeats: int = 4) -> float:
+    torch.mm(a, b)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return 2 * MATMUL_SIZE**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def timed_steps(learner: Learner, pairs: ViewPairs, min_seconds: float) -> float:
+    """Steps per second over at least ``min_seconds`` (and at least one step)."""
+    steps, start = 0, time.perf_counter()
+    while True:
+        losses = learner.step(pairs)
+        float(losses["loss"])  # wait for the device
+        steps += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return steps / elapsed
+
+
+def measure(setting: Setting, extra: list[str], rounds: int) -> dict:
+    cfg = compose_config([*setting.overrides, "train.device=cpu", *extra])
+    device = select_device(str(cfg.train.device))
+    torch.manual_seed(0)
+    action_dim = relative_action_dim(cfg.env)
+    learner = Learner(cfg, action_dim, device)
+    batch = int(cfg.train.batch_size)
+    pairs = synthetic_pairs(batch, int(cfg.env.image_size), action_dim)
+    learner.step(pairs)  # warm-up (allocator, oneDNN primitive caches)
+    with FlopCounterMode(display=False) as counter:
+        learner.step(pairs)
+    flops = counter.get_total_flops()
+    a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
+    matmul, steps_per_s = [], []
+    for _ in range(rounds):
+        matmul.append(matmul_gflops(a, b))
+        steps_per_s.append(timed_steps(learner, pairs, setting.min_seconds))
+    best_steps, best_matmul = max(steps_per_s), max(matmul)
+    step_gflops = flops * best_steps / 1e9
+    return {
+        "setting": setting.label, "flops_per_step": flops, "images_per_step": 2 * batch,
+        "images_per_s": 2 * batch * best_steps, "step_gflops": step_gflops, "matmul_gflops": best_matmul,
+        "ratio": step_gflops / best_matmul,
+        "round_ratios": [flops * s / 1e9 / m for s, m in zip(steps_per_s, matmul, strict=True)],
+        "channels_last": learner.channels_last, "threads": torch.get_num_threads(),
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved matmul/step rounds; the best counts")
+    parser.add_argument("--only", default="", help="run only the settings whose label contains this text")
+    parser.add_argument("overrides", nargs="*", help="config overrides applied to every setting, key=value")
+    args = parser.parse_args()
+    results = [measure(s, args.overrides, args.rounds) for s in SETTINGS if args.only in s.label]
+    load = os.getloadavg()[0]
+    print(f"CIPER step efficiency on CPU: {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{results[0]['threads']} threads, best of {args.rounds} interleaved rounds, load average {load:.1f}"
+          + (f", overrides {args.overrides}" if args.overrides else ""))  # fmt: skip
+    print("| setting | GFLOP/step | images/s | step GFLOPS | matmul GFLOPS | ratio |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['setting']} | {r['flops_per_step'] / 1e9:.2f} | {r['images_per_s']:.0f} | "
+              f"{r['step_gflops']:.1f} | {r['matmul_gflops']:.1f} | {100 * r['ratio']:.0f}% |")  # fmt: skip
+    print(json.dumps({"load_average": load, "overrides": args.overrides, "results": results}))
+
+
+if __name__ == "__main__":
+    main()
