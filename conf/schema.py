@@ -78,9 +78,14 @@ class MethodConfig:
     name: str = "ciper"  # ciper | simclr | simclr_tt | predict
     temperature: float = 0.1  # NT-Xent temperature
     prediction_weight: float = 1.0  # lambda on the action-prediction loss (ciper)
-    time_offset: int = 1  # max step offset of positive pairs (simclr_tt uses k > 1)
-    augment: bool = False  # add GPU-side crop/colour augmentations on top of time pairs
-    augment_strength: float = 0.5  # scales crop range and colour jitter when augment is on
+    time_offset: int = 1  # max steps between a pair's views; 0 = two copies of one view (simclr)
+    augment_crop: bool = True  # random resized crop of each view; its box joins the prediction target
+    crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])  # area range of the crop
+    augment_flip: bool = False  # horizontal flip (off: a mirror reverses the sign of lateral actions)
+    augment_color: bool = True  # colour jitter and random grayscale; their factors join the target
+    jitter: list[float] = field(default_factory=lambda: [0.4, 0.4, 0.4, 0.1])  # brightness, contrast, saturation, hue strengths
+    jitter_p: float = 0.8  # probability that a view is colour-jittered
+    grayscale_p: float = 0.2  # probability that a view is turned grey
 
 
 @dataclass
@@ -168,7 +173,7 @@ class CiperConfig:
 GROUP_OPTIONS: dict[str, dict[str, Any]] = {
     "method": {
         "ciper": MethodConfig(name="ciper"),
-        "simclr": MethodConfig(name="simclr"),
+        "simclr": MethodConfig(name="simclr", time_offset=0),
         "simclr_tt": MethodConfig(name="simclr_tt", time_offset=4),
         "predict": MethodConfig(name="predict"),
     },

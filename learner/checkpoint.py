@@ -48,9 +48,15 @@ def model_from_architecture(arch: dict[str, Any]) -> CiperModel:
         proj_hidden=arch["proj_hidden"],
         proj_dim=arch["proj_dim"],
         pred_hidden=arch["pred_hidden"],
-        discrete_columns=envs.world_module(arch["env_id"]).relative_action_discrete(arch["action_set"]).tolist(),
+        discrete_columns=_discrete_columns(arch),
         **encoder_kw,
     )
+
+
+def _discrete_columns(arch: dict[str, Any]) -> list[bool]:
+    """Two-valued target columns: the action's own; augmentation columns after them never are."""
+    action = envs.world_module(arch["env_id"]).relative_action_discrete(arch["action_set"]).tolist()
+    return action + [False] * (int(arch["action_dim"]) - len(action))
 
 
 def rng_states() -> dict[str, Any]:

@@ -26,18 +26,21 @@ class MethodSpec:
     """Which heads a method trains; its loss is the sum of the matching terms."""
 
     needs_projector: bool  # contrastive NT-Xent term on projected encoder features
-    needs_predictor: bool  # regression of the relative action from both views' features
+    needs_predictor: bool  # regression of the relative action (and augmentation) from both views
 
 
+# The pairs are the config's (``method.time_offset``; ``conf.schema.GROUP_OPTIONS``), not
+# the spec's: simclr pairs two augmented copies of one view (offset 0, Chen et al. 2020),
+# simclr_tt views up to k steps apart plus the same augmentations (Aubret et al. 2023).
 METHODS: dict[str, MethodSpec] = {
-    # contrastive + lambda * action prediction (Xu & Triesch 2023)
+    # contrastive + lambda * prediction of the relative action and augmentation parameters
+    # (Xu & Triesch 2023; AugSelf, Lee et al. 2021, for the augmentation part)
     "ciper": MethodSpec(needs_projector=True, needs_predictor=True),
-    # contrastive only, on the same pairs (Chen et al. 2020)
+    # contrastive only on two augmented copies of one view (Chen et al. 2020)
     "simclr": MethodSpec(needs_projector=True, needs_predictor=False),
-    # contrastive only; positives are views up to k steps apart (SimCLR through time,
-    # Schneider et al. 2021). Only the pair sampling differs, not the loss.
+    # contrastive only on time pairs plus the same augmentations (Aubret et al. 2023)
     "simclr_tt": MethodSpec(needs_projector=True, needs_predictor=False),
-    # action prediction only (the equivariant term alone)
+    # prediction only (the equivariant term alone)
     "predict": MethodSpec(needs_projector=False, needs_predictor=True),
 }
 
@@ -153,7 +156,8 @@ def method_losses(
     Args:
         method: a key of ``METHODS``.
         out: ``model(x_a, x_b)``.
-        relative_action_target: (N, action_dim) action from view a to view b, raw units;
+        relative_action_target: (N, action_dim) action from view a to view b, raw units,
+            followed by the relative augmentation parameters when the views are augmented;
             normalised here by ``model.action_normalizer`` (updating its running statistics
             in train mode).
         model: the model that produced ``out``.

@@ -172,7 +172,7 @@ class OnlinePairSource(_PrefetchedSource):
         self.warmup_views = int(cfg.buffer.warmup_views)
         # The buffer links views as far apart as any method here samples them.
         max_offset = max(int(cfg.buffer.max_offset), int(cfg.method.time_offset))
-        self.min_offset, self.max_offset = int(cfg.buffer.min_offset), int(cfg.method.time_offset)
+        self.min_offset, self.max_offset = pair_offsets(cfg)
         self.buffer = ReplayBuffer.create(
             capacity=int(cfg.buffer.capacity),
             view_shape=(int(env_cfg.image_size), int(env_cfg.image_size), 3),
@@ -235,6 +235,14 @@ class OnlinePairSource(_PrefetchedSource):
         self.buffer.unlink()
 
 
+def pair_offsets(cfg: DictConfig) -> tuple[int, int]:
+    """(min, max) steps between the two views of a pair: up to ``method.time_offset``, and
+    at least ``buffer.min_offset`` unless the method pairs a view with itself (offset 0:
+    SimCLR's two augmented copies of one view)."""
+    high = int(cfg.method.time_offset)
+    return min(int(cfg.buffer.min_offset), high), high
+
+
 def make_pair_source(cfg: DictConfig, seed: int, policy_factory=None) -> PairSource:
     """The pair source ``train.mode`` asks for."""
     mode = str(cfg.train.mode)
@@ -243,7 +251,7 @@ def make_pair_source(cfg: DictConfig, seed: int, policy_factory=None) -> PairSou
             raise ValueError("train.mode=offline needs train.dataset=PATH (a folder written by ciper-rollout)")
         return DatasetPairSource(
             str(cfg.train.dataset), cfg.env, int(cfg.train.batch_size),
-            min_offset=int(cfg.buffer.min_offset), max_offset=int(cfg.method.time_offset), seed=seed,
+            *pair_offsets(cfg), seed=seed,
         )  # fmt: skip
     if mode == "online":
         return OnlinePairSource(cfg, seed, policy_factory)

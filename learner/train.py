@@ -27,8 +27,15 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+import envs
 from agent.view_pairs import ViewPairs
-from learner.augment import ViewAugment, normalize_images, to_float_images
+from learner.augment import (
+    ViewAugmentation,
+    augmentation_spec,
+    normalize_images,
+    relative_augmentation,
+    to_float_images,
+)
 from learner.checkpoint import (
     architecture_of,
     check_architecture,
@@ -110,7 +117,13 @@ class Learner:
         self.cfg = cfg
         self.device = device
         self.context = context or DistributedContext()
-        self.architecture = architecture_of(cfg, action_dim)
+        action_names = [d.name for d in envs.world_module(str(cfg.env.id)).action_dims(str(cfg.env.action_set))]
+        spec = augmentation_spec(cfg.method, action_names, str(cfg.env.action_set))
+        # Seeded apart from the model and the pairs; its state goes into every checkpoint.
+        self.augment = None if spec is None else ViewAugmentation(spec, int(cfg.env.image_size), int(cfg.train.seed) + 1)
+        # The prediction target: the relative action, then the relative augmentation parameters.
+        self.target_dim = action_dim + (0 if spec is None else len(spec.parameter_names))
+        self.architecture = architecture_of(cfg, self.target_dim)
         self.model: CiperModel = model_from_architecture(self.architecture).to(device)
         self.on_cuda = device.type == "cuda"
         self.channels_last = self.on_cuda and bool(cfg.train.channels_last)
@@ -122,8 +135,6 @@ class Learner:
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(int(cfg.optim.warmup_steps), int(cfg.train.steps))
         )
-        self.augment = ViewAugment.from_strength(float(cfg.method.augment_strength)).to(device) if cfg.method.augment else None
-        self.augment_generator = torch.Generator(device="cpu").manual_seed(int(cfg.train.seed) + 1)
         forward: torch.nn.Module = self.model
         if self.context.is_distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -132,22 +143,33 @@ class Learner:
         self.forward = torch.compile(forward) if cfg.train.compile else forward
         self.autocast_dtype = torch.bfloat16 if self.on_cuda and cfg.train.bf16 else None
 
-    def images(self, views: np.ndarray) -> torch.Tensor:
-        """uint8 (N, H, W, 3) on the host -> normalised float (N, 3, H, W) on the device."""
+    def images(self, views: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """uint8 (N, H, W, 3) on the host -> normalised, augmented float (N, 3, H, W) on the
+        device, and the augmentation parameters (N, P) (None without augmentation)."""
         tensor = torch.from_numpy(np.ascontiguousarray(views))
         if self.on_cuda:
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
         images = to_float_images(tensor, channels_last=self.channels_last)
+        parameters = None
         if self.augment is not None:
-            images = self.augment(images, generator=self.augment_generator)
-        return normalize_images(images, IMAGE_MEAN, IMAGE_STD)
+            images, parameters = self.augment(images)
+        return normalize_images(images, IMAGE_MEAN, IMAGE_STD), parameters
+
+    def targets(self, pairs: ViewPairs, parameters: torch.Tensor | None) -> torch.Tensor:
+        """(N, target_dim): the pairs' relative action, then b - a of the augmentation
+        parameters of views a (rows :N of ``parameters``) and b (rows N:)."""
+        target = torch.from_numpy(pairs.relative_action).to(self.device, non_blocking=True)
+        if parameters is None:
+            return target
+        n = len(pairs)
+        return torch.cat([target, relative_augmentation(parameters[:n], parameters[n:]).to(target.dtype)], dim=1)
 
     def step(self, pairs: ViewPairs) -> dict[str, torch.Tensor]:
         """One optimisation step on a batch of pairs; returns the detached loss terms."""
         self.model.train()
         n = len(pairs)
-        images = self.images(np.concatenate([pairs.view_a, pairs.view_b]))
-        target = torch.from_numpy(pairs.relative_action).to(self.device, non_blocking=True)
+        images, parameters = self.images(np.concatenate([pairs.view_a, pairs.view_b]))
+        target = self.targets(pairs, parameters)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None):
             out = self.forward(images[:n], images[n:])
             losses = method_losses(
@@ -169,14 +191,15 @@ class Learner:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
-            "augment_generator": self.augment_generator.get_state(),
+            "augment_generator": None if self.augment is None else self.augment.generator.get_state(),
         }
 
     def load_state_dict(self, payload: dict[str, Any]) -> None:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.schedule.load_state_dict(payload["schedule"])
-        self.augment_generator.set_state(payload["augment_generator"])
+        if self.augment is not None:
+            self.augment.generator.set_state(payload["augment_generator"])
 
 
 class StepCallback(Protocol):

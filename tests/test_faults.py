@@ -47,7 +47,7 @@ TINY = ("env.image_size=32", "model.width=8", "model.proj_hidden=64", "model.pro
         "model.pred_hidden=64", "train.batch_size=32", "train.evaluate=false", "train.mode=offline",
         "train.log_every=5", "optim.warmup_steps=2", "train.device=cpu")  # fmt: skip
 TRAIN_STEPS = 36
-TRAINING = (*TINY, f"train.steps={TRAIN_STEPS}", "train.checkpoint_every=3", "method.augment=true")
+TRAINING = (*TINY, f"train.steps={TRAIN_STEPS}", "train.checkpoint_every=3", "method.augment_crop=true")
 
 
 @pytest.fixture(scope="module")

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
+from conf.schema import MethodConfig
 from learner.augment import (
-    ViewAugment,
-    color_jitter,
-    hsv_to_rgb,
+    COLOR_PARAMETERS,
+    CROP_PARAMETERS,
+    AugmentationSpec,
+    ViewAugmentation,
+    augmentation_spec,
     normalize_images,
-    random_resized_crop,
-    rgb_to_hsv,
+    relative_augmentation,
     to_float_images,
 )
 from learner.encoders import ResNet18, SmallConvNet, build_encoder
@@ -189,49 +194,83 @@ def test_contrastive_only_method_has_no_predictor() -> None:
 # --- augmentations --------------------------------------------------------------------
 
 
-def test_view_augment_at_strength_zero_is_identity() -> None:
-    images = torch.rand(4, 3, 16, 16)
-    assert torch.equal(ViewAugment.from_strength(0.0)(images), images)
-    assert torch.equal(ViewAugment(crop_scale=(1.0, 1.0), jitter=0.0)(images), images)
-    # The crop itself at full area is the identity too (bilinear at pixel centres).
-    full = random_resized_crop(images, (1.0, 1.0), generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(full, images)
-    assert ViewAugment.from_strength(0.5).crop_scale == pytest.approx(ViewAugment().crop_scale)
+SPEC = AugmentationSpec(crop=True, crop_scale=(0.2, 1.0), flip=True, color=True,
+                        jitter=(0.4, 0.4, 0.4, 0.1), jitter_p=0.8, grayscale_p=0.2)  # fmt: skip
 
 
-def test_view_augment_shapes_range_and_determinism() -> None:
+def coordinate_images(n: int, size: int = 32) -> torch.Tensor:
+    """Channel 0 holds each pixel centre's x as a fraction of the width, channel 1 its y."""
+    centres = (torch.arange(size).float() + 0.5) / size
+    images = torch.zeros(n, 3, size, size)
+    images[:, 0], images[:, 1] = centres.view(1, 1, size), centres.view(1, size, 1)
+    return images
+
+
+def test_crop_parameters_are_the_box_the_view_shows() -> None:
+    spec = dataclasses.replace(SPEC, flip=False, color=False)
+    out, params = ViewAugmentation(spec, 32, seed=0)(coordinate_images(16))
+    assert spec.parameter_names == CROP_PARAMETERS and params.shape == (16, 4)
+    # A crop shows x from centre - width/2 to centre + width/2: its mean x is the centre.
+    torch.testing.assert_close(out[:, 0].mean((1, 2)), params[:, 0], atol=2e-3, rtol=0)
+    torch.testing.assert_close(out[:, 1].mean((1, 2)), params[:, 1], atol=2e-3, rtol=0)
+    # The first and last output columns sample the centres of the box's edge pixels.
+    shown_width = out[:, 0, :, -1].mean(1) - out[:, 0, :, 0].mean(1) + 1 / 32
+    torch.testing.assert_close(shown_width, params[:, 2], atol=2e-3, rtol=0)
+    area = params[:, 2] * params[:, 3]
+    assert area.min() >= 0.2 - 0.05 and area.max() <= 1.0 and area.std() > 0.05
+
+
+def test_flip_and_colour_parameters_are_what_was_applied() -> None:
+    images = torch.rand(64, 3, 8, 8)
+    out, params = ViewAugmentation(dataclasses.replace(SPEC, crop=False, color=False), 8, seed=1)(images)
+    flipped = params[:, 0] == 1
+    assert 10 < int(flipped.sum()) < 54
+    torch.testing.assert_close(out[flipped], images[flipped].flip(-1))
+    torch.testing.assert_close(out[~flipped], images[~flipped])
+    # Brightness only, always applied: Kornia multiplies a grey image by the factor.
+    spec = dataclasses.replace(SPEC, crop=False, flip=False, jitter=(0.4, 0.0, 0.0, 0.0), jitter_p=1.0, grayscale_p=0.0)
+    grey = torch.full((32, 3, 4, 4), 0.5)
+    out, params = ViewAugmentation(spec, 4, seed=2)(grey)
+    assert spec.parameter_names == COLOR_PARAMETERS
+    torch.testing.assert_close(out[:, 0, 0, 0], (0.5 * params[:, 0]).clamp(0, 1))
+    assert params[:, 0].min() >= 0.6 and params[:, 0].max() <= 1.4 and params[:, 0].std() > 0.05
+    # An image left unjittered reports the identity factors.
+    spec = dataclasses.replace(SPEC, crop=False, flip=False, jitter_p=0.0, grayscale_p=1.0)
+    out, params = ViewAugmentation(spec, 8, seed=3)(images)
+    torch.testing.assert_close(params, torch.tensor([[1.0, 1.0, 1.0, 0.0, 1.0]]).expand(64, 5))
+    torch.testing.assert_close(out[:, 0], out[:, 1])  # grey
+
+
+def test_augmentation_is_seeded_resumable_and_keeps_channels_last() -> None:
     images = torch.rand(6, 3, 16, 16)
-    augment = ViewAugment(crop_scale=(0.3, 1.0), jitter=0.8, p_jitter=1.0)
-    first = augment(images, torch.Generator().manual_seed(7))
-    second = augment(images, torch.Generator().manual_seed(7))
-    other = augment(images, torch.Generator().manual_seed(8))
-    assert first.shape == images.shape and first.dtype == images.dtype
-    assert first.min() >= 0 and first.max() <= 1
-    assert torch.equal(first, second)
-    assert not torch.equal(first, other)
-    assert not torch.allclose(first, images)
+    first, second = ViewAugmentation(SPEC, 16, seed=7), ViewAugmentation(SPEC, 16, seed=7)
+    a, params_a = first(images)
+    b, params_b = second(images.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(params_a, params_b)
+    assert b.is_contiguous(memory_format=torch.channels_last) and not torch.allclose(a, images)
+    state = first.generator.get_state()
+    torch.manual_seed(0)  # the global RNG does not touch the augmentation stream
+    expected, _ = first(images)
+    second.generator.set_state(state)
+    torch.testing.assert_close(second(images)[0], expected)
+    assert not torch.allclose(expected, a)
 
 
-def test_view_augment_keeps_channels_last() -> None:
-    images = torch.rand(3, 3, 16, 16)
-    augment = ViewAugment()
-    expected = augment(images, torch.Generator().manual_seed(1))
-    got = augment(
-        images.contiguous(memory_format=torch.channels_last), torch.Generator().manual_seed(1)
-    )
-    assert got.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(got, expected)
+def test_relative_augmentation_is_b_minus_a() -> None:
+    a, b = torch.rand(5, 4), torch.rand(5, 4)
+    torch.testing.assert_close(relative_augmentation(a, b), b - a)
+    with pytest.raises(ValueError, match="expected two equal"):
+        relative_augmentation(a, b[:, :3])
 
 
-def test_colour_helpers() -> None:
-    images = torch.rand(4, 3, 8, 8)
-    torch.testing.assert_close(hsv_to_rgb(rgb_to_hsv(images)), images, atol=1e-5, rtol=0)
-    grey = torch.full((2, 3, 4, 4), 0.5)
-    # Saturation and hue changes leave a grey image grey.
-    out = color_jitter(grey, 0.0, 0.0, 0.9, 0.5, torch.Generator().manual_seed(0))
-    torch.testing.assert_close(out, grey)
-    with pytest.raises(ValueError, match="hue=0.6"):
-        color_jitter(images, 0.1, 0.1, 0.1, 0.6)
+def test_augmentation_that_the_env_actions_already_apply_is_refused() -> None:
+    cfg = OmegaConf.structured(MethodConfig())
+    assert augmentation_spec(cfg, ["camera_azimuth"], "camera").parameter_names == CROP_PARAMETERS + COLOR_PARAMETERS
+    with pytest.raises(ValueError, match="method.augment_crop=true and env.action_set='geometric'"):
+        augmentation_spec(cfg, ["crop_x", "crop_y", "crop_scale", "rotation"], "geometric")
+    cfg.augment_crop = cfg.augment_color = False
+    assert augmentation_spec(cfg, ["crop_x", "brightness"], "full") is None
 
 
 def test_to_float_images_and_normalize() -> None:

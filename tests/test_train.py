@@ -9,6 +9,7 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException
 
+import envs
 import learner.train as train_module
 from learner.checkpoint import load_checkpoint, save_checkpoint
 from learner.train import TrainingDiverged, train
@@ -39,7 +40,9 @@ def test_every_method_lowers_its_loss(make_config, tiny_dataset, tmp_path, metho
 
 
 def test_stop_and_resume_gives_the_same_losses_as_an_uninterrupted_run(make_config, tiny_dataset, tmp_path):
-    steps = ("train.steps=16", "train.checkpoint_every=100", "method.augment=true")
+    # Every augmentation on: the resumed run must draw the same crops, flips and colours.
+    steps = ("train.steps=16", "train.checkpoint_every=100", "method.augment_crop=true",
+             "method.augment_color=true", "method.augment_flip=true")  # fmt: skip
     straight = train(offline(make_config, tiny_dataset, *steps), tmp_path / "straight")
     interrupted_dir = tmp_path / "interrupted"
     first = train(offline(make_config, tiny_dataset, *steps, "train.stop_after=7"), interrupted_dir)
@@ -50,6 +53,47 @@ def test_stop_and_resume_gives_the_same_losses_as_an_uninterrupted_run(make_conf
     b = json.loads((interrupted_dir / "loss_history.json").read_text())
     assert [h["step"] for h in b] == list(range(1, 17))
     np.testing.assert_allclose([h["loss"] for h in b], [h["loss"] for h in a], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(("method", "offsets"), [("simclr", {0}), ("simclr_tt", {1, 2, 3, 4}), ("ciper", {1})])
+def test_each_method_trains_on_its_own_pairs(make_config, tiny_dataset, method, offsets):
+    from learner.pair_sources import make_pair_source
+
+    source = make_pair_source(offline(make_config, tiny_dataset, f"method={method}", "train.batch_size=256"), seed=0)
+    try:
+        pairs = source.next_pairs()
+    finally:
+        source.close()
+    assert set(pairs.offset.tolist()) == offsets
+    if method == "simclr":  # SimCLR: two copies of one view, made different only by augmentation
+        np.testing.assert_array_equal(pairs.view_a, pairs.view_b)
+
+
+def test_augmentation_parameters_reach_the_prediction_target(make_config, tiny_dataset, tmp_path, monkeypatch):
+    from learner.augment import ViewAugmentation
+
+    seen = {}
+    real_forward, real_losses = ViewAugmentation.forward, train_module.method_losses
+
+    def recording_forward(self, images):
+        seen["images"], seen["parameters"] = real_forward(self, images)
+        return seen["images"], seen["parameters"]
+
+    def recording_losses(method, out, target, *args, **kwargs):
+        seen["target"] = target
+        return real_losses(method, out, target, *args, **kwargs)
+
+    monkeypatch.setattr(ViewAugmentation, "forward", recording_forward)
+    monkeypatch.setattr(train_module, "method_losses", recording_losses)
+    cfg = offline(make_config, tiny_dataset, "method=ciper", "train.steps=1", "method.augment_flip=true")
+    train(cfg, tmp_path / "run")
+    n, params, target = cfg.train.batch_size, seen["parameters"], seen["target"]
+    a = len(envs.world_module(cfg.env.id).relative_action_names(cfg.env.action_set))
+    assert params.shape == (2 * n, 10) and target.shape == (n, a + 10)  # action, crop 4, flip 1, colour 5
+    torch.testing.assert_close(target[:, a:], params[n:] - params[:n])
+    assert (target[:, a:].abs().sum(0) > 0).all()  # every column varies: each augmentation is drawn
+    payload = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert payload["architecture"]["action_dim"] == a + 10 and payload["augment_generator"] is not None
 
 
 def test_checkpoint_of_another_architecture_is_named(make_config, tiny_dataset, tmp_path):
@@ -134,7 +178,8 @@ def test_tiny_online_run_trains_from_live_collectors(make_config, tmp_path):
 @pytest.mark.slow
 def test_image_view_with_a_discrete_flip_column_trains_online(make_config, tmp_path):
     cfg = make_config(*TINY[:-3], "train.evaluate=false", "train.mode=online", *ONLINE,
-                      "env.id=ciper/ImageView-v0", "env.action_set=full")  # fmt: skip
+                      "env.id=ciper/ImageView-v0", "env.action_set=full",
+                      "method.augment_crop=false", "method.augment_color=false")  # fmt: skip
     metrics = train(cfg, tmp_path / "image")
     assert metrics["completed"]
     assert np.isfinite(metrics["losses_last"]["prediction"])
