@@ -4,7 +4,10 @@ An `ImageSet` holds every image of a source in memory as one uint8 array with in
 labels, class names and a per-image train/test split, so the env only indexes an array.
 Three sources, chosen by one string (:func:`load_image_set`): ``"default"`` (or None) is a
 synthetic digit set generated deterministically at load time, so the world works offline
-and in tests; a folder path laid out as ``root/<class_name>/*.png|jpg``; and
+and in tests; its images are digit shapes only (coverage masks), shown on a background
+drawn per view from a pool shared by every image (:func:`background_pool`), so two views of
+one image share the digit and nothing else; a folder path laid out as
+``root/<class_name>/*.png|jpg``; and
 ``"cifar10:<folder>"``, CIFAR-10's binary batches already on local disk (never downloaded).
 Loaded sets are cached per process because every vectorised env copy would otherwise
 regenerate or re-read the same images.
@@ -28,7 +31,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TEST_EVERY = 5
 
 DEFAULT_IMAGE_SIZE = 96
-DEFAULT_IMAGES_PER_CLASS = 60
+#: The default digit set: 375 images per digit, 3,000 train and 750 test in all, at 64 px.
+DEFAULT_IMAGES_PER_CLASS = 375
+DIGIT_IMAGE_SIZE = 64
 _DEFAULT_SEED = 20230205  # fixed: the default set must be identical on every machine
 _CIFAR_SIDE = 32
 _CIFAR_RECORD = 1 + 3 * _CIFAR_SIDE * _CIFAR_SIDE
@@ -39,19 +44,38 @@ CIFAR10_META_FILE = "batches.meta.txt"
 
 @dataclass(frozen=True, eq=False)
 class ImageSet:
-    """All images of one source; an image's label indexes ``class_names``."""
+    """All images of one source; an image's label indexes ``class_names``.
 
-    images: np.ndarray  # uint8 (N, H, W, 3), RGB, read-only
+    ``images`` are either whole RGB pictures (N, H, W, 3) or, for a set whose backgrounds
+    come from the shared pool (``composited``), foreground coverage masks (N, H, W) that
+    :meth:`picture` lays over a pool background."""
+
+    images: np.ndarray  # uint8 (N, H, W, 3) RGB, or (N, H, W) coverage when composited; read-only
     labels: np.ndarray  # int64 (N,)
     class_names: tuple[str, ...]
     splits: tuple[str, ...]  # per image, one of SPLITS
     image_ids: tuple[str, ...]  # per image, unique within the set
     source: str
 
+    @property
+    def composited(self) -> bool:
+        """True when the images are coverage masks shown over pool backgrounds."""
+        return self.images.ndim == 3
+
+    def picture(self, index: int, background: int) -> np.ndarray:
+        """The RGB picture (H, W, 3) uint8 of image ``index`` on pool background
+        ``background`` (ignored, and best given as -1, for a set of whole pictures)."""
+        if not self.composited:
+            return self.images[index]
+        return composite_digit(self.images[index], int(background))
+
     def __post_init__(self) -> None:
         n = len(self.images)
-        if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
-            raise ValueError(f"images {self.images.dtype} {self.images.shape}: expected uint8 (N, H, W, 3)")
+        shape_ok = self.images.ndim == 3 or (self.images.ndim == 4 and self.images.shape[-1] == 3)
+        if self.images.dtype != np.uint8 or not shape_ok:
+            raise ValueError(
+                f"images {self.images.dtype} {self.images.shape}: expected uint8 (N, H, W, 3) or coverage (N, H, W)"
+            )
         if not (len(self.labels) == len(self.splits) == len(self.image_ids) == n):
             raise ValueError(
                 f"{n} images but {len(self.labels)} labels, {len(self.splits)} splits, "
@@ -129,46 +153,90 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(image, 0, 255, out=image).astype(np.uint8)
 
 
-def _draw_digit(rng: np.random.Generator, image: np.ndarray, digit: int) -> None:
-    """Draw ``digit`` in place: random font, height 40-70% of the side, contrasting colour."""
-    size = image.shape[0]
+@dataclass(frozen=True, eq=False)
+class BackgroundPool:
+    """Backgrounds shared by every digit: textures (P, H, W, 3) uint8 with, per entry, the
+    ink colour of the digit and the halo colour around it (float32 (P, 3)), which contrast
+    with each other so a digit stays legible on any background."""
+
+    textures: np.ndarray
+    ink: np.ndarray
+    halo: np.ndarray
+
+
+@functools.lru_cache(maxsize=2)
+def background_pool(size: int = DIGIT_IMAGE_SIZE) -> BackgroundPool:
+    """The pool of ``BACKGROUND_POOL_SIZE`` backgrounds, generated deterministically."""
+    from envs.image_state import BACKGROUND_POOL_SIZE
+
+    rng = np.random.default_rng([_DEFAULT_SEED, 7])
+    textures = np.stack([_background(rng, size) for _ in range(BACKGROUND_POOL_SIZE)])
+    ink = rng.uniform(0, 255, size=(BACKGROUND_POOL_SIZE, 3)).astype(np.float32)
+    luma = ink @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    # Push the ink away from mid-grey and give it the opposite halo: dark ink, light halo.
+    dark = luma < 128
+    ink[dark] *= 0.5
+    ink[~dark] = 255 - (255 - ink[~dark]) * 0.5
+    halo = np.where(dark[:, None], 235.0, 20.0).astype(np.float32) * np.ones((1, 3), np.float32)
+    return BackgroundPool(textures=_frozen(textures), ink=ink, halo=halo)
+
+
+_HALO_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+
+
+def composite_digit(coverage: np.ndarray, background: int) -> np.ndarray:
+    """A digit's coverage mask (H, W) uint8 in pool background ``background``'s ink, with a
+    halo, over that background's texture: uint8 (H, W, 3)."""
+    pool = background_pool(coverage.shape[0])
+    if not 0 <= background < len(pool.textures):
+        raise ValueError(f"background={background}: expected a pool index in [0, {len(pool.textures)})")
+    ink_alpha = (coverage.astype(np.float32) * (1.0 / 255.0))[:, :, None]
+    halo_alpha = (cv2.dilate(coverage, _HALO_KERNEL).astype(np.float32) * (1.0 / 255.0))[:, :, None]
+    picture = pool.textures[background].astype(np.float32)
+    picture += halo_alpha * (pool.halo[background] - picture)
+    picture += ink_alpha * (pool.ink[background] - picture)
+    return picture.astype(np.uint8)
+
+
+def _draw_digit(rng: np.random.Generator, size: int, digit: int) -> np.ndarray:
+    """The coverage mask (size, size) uint8 of ``digit``: random font, height 40-70% of the
+    side, stroke thickness, slant and position."""
+    image = np.zeros((size, size), dtype=np.uint8)
     font = _FONTS[int(rng.integers(len(_FONTS)))]
-    thickness = int(rng.integers(max(1, size // 48), max(2, size // 12) + 1))
+    thickness = int(rng.integers(max(1, size // 32), max(2, size // 10) + 1))
     text = str(digit)
     (width, height), _ = cv2.getTextSize(text, font, 1.0, thickness)
-    scale = rng.uniform(0.4, 0.7) * size / height
+    scale = rng.uniform(0.45, 0.7) * size / height
     (width, height), baseline = cv2.getTextSize(text, font, scale, thickness)
     # Jitter around the centre but keep the glyph inside the image.
     slack_x = max(0, size - width) // 2
     slack_y = max(0, size - height - baseline) // 2
     x = size // 2 - width // 2 + int(rng.integers(-slack_x // 2, slack_x // 2 + 1))
     y = size // 2 + height // 2 + int(rng.integers(-slack_y // 2, slack_y // 2 + 1))
-    # Text colour far from the background's mean luminance so the digit stays legible.
-    background_luma = float(image.mean())
-    colour = rng.uniform(0, 255, size=3)
-    luma = float(colour @ (0.299, 0.587, 0.114))
-    if abs(luma - background_luma) < 90:
-        colour = colour * 0.35 if background_luma > 127 else 255 - (255 - colour) * 0.35
-    cv2.putText(image, text, (x, y), font, scale, tuple(float(c) for c in colour), thickness, cv2.LINE_AA)
+    cv2.putText(image, text, (x, y), font, scale, 255, thickness, cv2.LINE_AA)
+    shear = rng.uniform(-0.25, 0.25)  # slant, about the image centre
+    slant = np.array([[1.0, shear, -shear * size / 2], [0.0, 1.0, 0.0]])
+    return cv2.warpAffine(image, slant, (size, size), flags=cv2.INTER_LINEAR)
 
 
 @functools.lru_cache(maxsize=4)
 def default_image_set(
-    images_per_class: int = DEFAULT_IMAGES_PER_CLASS, size: int = DEFAULT_IMAGE_SIZE
+    images_per_class: int = DEFAULT_IMAGES_PER_CLASS, size: int = DIGIT_IMAGE_SIZE
 ) -> ImageSet:
-    """Ten classes of synthetic digits 0-9 over textured gradients, generated deterministically.
+    """Ten classes of synthetic digits 0-9, generated deterministically (about a second).
 
-    Each image varies font, size, stroke thickness, colour, position and background, so a
-    class is an identity shared by visibly different images (the invariance the learner
-    must find). Takes well under a second.
+    Each image varies font, size, stroke thickness, slant and position, so a class is an
+    identity shared by visibly different images (the invariance the learner must find).
+    The images are coverage masks: the env shows each view on a background (with ink and
+    halo colours) from the shared :func:`background_pool`, so colour and background say
+    nothing about the image or its class.
     """
     rng = np.random.default_rng(_DEFAULT_SEED)
     count = 10 * images_per_class
-    images = np.empty((count, size, size, 3), dtype=np.uint8)
+    images = np.empty((count, size, size), dtype=np.uint8)
     labels = np.repeat(np.arange(10, dtype=np.int64), images_per_class)
     for i, digit in enumerate(labels):
-        images[i] = _background(rng, size)
-        _draw_digit(rng, images[i], int(digit))
+        images[i] = _draw_digit(rng, size, int(digit))
     ranks = np.tile(np.arange(images_per_class), 10)
     ids = tuple(f"digit{d}_{r:04d}" for d, r in zip(labels, ranks, strict=True))
     return ImageSet(

@@ -247,6 +247,11 @@ ABSOLUTE_POSE_NAMES: tuple[str, ...] = (
 )
 
 
+def absolute_pose_names() -> tuple[str, ...]:
+    """Names of the columns of :func:`absolute_pose`."""
+    return ABSOLUTE_POSE_NAMES
+
+
 def absolute_pose(state: np.ndarray) -> np.ndarray:
     """A continuous encoding of an absolute state for pose regression (float32).
 

@@ -21,8 +21,11 @@ from gymnasium import spaces
 from envs.human_window import close_window, show_frame
 from envs.image_sources import ImageSet, load_image_set
 from envs.image_state import (
+    BACKGROUND_POOL_SIZE,
+    OWN_BACKGROUND,
     STATE_DIM,
     STATE_FIELDS,
+    STATE_INDEX,
     action_dims,
     apply_action,
     random_state,
@@ -30,6 +33,8 @@ from envs.image_state import (
 )
 from envs.scene_state import validate_action
 from envs.view_arguments import check_view_arguments
+
+NUISANCE_MODES = ("per_step", "per_episode")
 
 # Luma weights (ITU-R 601, as torchvision's grayscale) and RGB -> YIQ; they sum to 1 and the
 # I, Q rows to 0, so saturation and hue maps keep grey grey.
@@ -186,12 +191,17 @@ class ImageViewEnv(gym.Env):
         episode_steps: int = 100,
         render_mode: str | None = None,
         render_size: int = 256,
+        nuisance: str = "per_step",
     ) -> None:
         catalog = os.fspath(catalog) if isinstance(catalog, os.PathLike) else catalog
         self._init_kwargs = dict(
             action_set=action_set, image_size=image_size, split=split, catalog=catalog,
             episode_steps=episode_steps, render_mode=render_mode, render_size=render_size,
+            nuisance=nuisance,
         )  # fmt: skip
+        if nuisance not in NUISANCE_MODES:
+            raise ValueError(f"nuisance={nuisance!r}: expected one of {NUISANCE_MODES}")
+        self.nuisance = nuisance
         self.action_dims = action_dims(action_set)
         self.action_set = action_set
         check_view_arguments(image_size, render_size, episode_steps, render_mode, self.metadata["render_modes"])
@@ -213,6 +223,8 @@ class ImageViewEnv(gym.Env):
         self._image_index = int(self.image_indices[0])
         self._step = 0
         self._window: str | None = None
+        self._picture_key: tuple[int, int] | None = None
+        self._picture: np.ndarray | None = None
 
     # ------------------------------------------------------------------ gymnasium API
 
@@ -227,11 +239,20 @@ class ImageViewEnv(gym.Env):
         else:
             index = int(self.image_indices[int(self.np_random.integers(len(self.image_indices)))])
         state = random_state(self.np_random)
+        if not self.image_set.composited:
+            state[STATE_INDEX["background"]] = OWN_BACKGROUND
         if "state" in options:
             try:
                 state = validate_state(options["state"])
             except ValueError as error:
                 raise ValueError(f"options['state']: {error}") from None
+            background = state[STATE_INDEX["background"]]
+            if self.image_set.composited == (background == OWN_BACKGROUND):
+                expected = f"a pool index in [0, {BACKGROUND_POOL_SIZE})" if self.image_set.composited else f"{OWN_BACKGROUND:g}"
+                raise ValueError(
+                    f"options['state'][{STATE_INDEX['background']}] (background)={background:g}: expected {expected} "
+                    f"for the image source {self.image_set.source!r}"
+                )
         self._image_index = index
         self._state = state
         self._step = 0
@@ -243,6 +264,8 @@ class ImageViewEnv(gym.Env):
     def step(self, action):
         action = self._validated(action)
         self._state, applied = apply_action(self._state, action, self.action_set)
+        if self.nuisance == "per_step" and self.image_set.composited:
+            self._state[STATE_INDEX["background"]] = float(self.np_random.integers(BACKGROUND_POOL_SIZE))
         self._step += 1
         observation = self._observe(self.image_size)
         if self.render_mode == "human":
@@ -272,8 +295,12 @@ class ImageViewEnv(gym.Env):
 
     @property
     def source_image(self) -> np.ndarray:
-        """The current un-augmented image (uint8 RGB, read-only)."""
-        return self.image_set.images[self._image_index]
+        """The current un-augmented picture (uint8 RGB): the image on the view's background."""
+        key = (self._image_index, int(self._state[STATE_INDEX["background"]]))
+        if key != self._picture_key:
+            self._picture = self.image_set.picture(*key)
+            self._picture_key = key
+        return self._picture
 
     def _validated(self, action) -> np.ndarray:
         return validate_action(action, self.action_space.shape, self.action_set)
@@ -297,10 +324,11 @@ class ImageViewEnv(gym.Env):
     # Rebuild from the constructor arguments: the image set is reloaded (cached per process)
     # rather than pickled, which for CIFAR-10 would copy 180 MB into every worker.
     def __getstate__(self) -> dict[str, Any]:
-        return {"init_kwargs": self._init_kwargs, "state": self._state, "image_index": self._image_index, "step": self._step}
+        return {"init_kwargs": self._init_kwargs, "state": self._state, "image_index": self._image_index, "step": self._step, "np_random": self.np_random}
 
     def __setstate__(self, saved: dict[str, Any]) -> None:
         self.__init__(**saved["init_kwargs"])
         self._state = saved["state"]
         self._image_index = saved["image_index"]
         self._step = saved["step"]
+        self._np_random = saved["np_random"]  # per-step nuisances continue the same draws

@@ -17,11 +17,13 @@ from envs.scene_state import (
     action_dims,
     apply_action,
     random_state,
+    redraw_nuisance,
     validate_action,
 )
 from envs.view_arguments import check_view_arguments
 
 OBSERVABLES = ("rgb", "depth", "mask")
+NUISANCE_MODES = ("per_step", "per_episode")
 
 
 class ObjectViewEnv(gym.Env):
@@ -125,7 +127,8 @@ class ObjectViewEnv(gym.Env):
         renderer: str = "tiny",
         render_mode: str | None = None,
         render_size: int = 256,
-        shadows: bool = False,
+        shadows: bool = True,
+        nuisance: str = "per_step",
     ) -> None:
         try:
             observe = tuple(observe)
@@ -134,8 +137,11 @@ class ObjectViewEnv(gym.Env):
         self._init_kwargs = dict(
             action_set=action_set, image_size=image_size, split=split, catalog=catalog,
             episode_steps=episode_steps, observe=observe, renderer=renderer,
-            render_mode=render_mode, render_size=render_size, shadows=shadows,
+            render_mode=render_mode, render_size=render_size, shadows=shadows, nuisance=nuisance,
         )  # fmt: skip
+        if nuisance not in NUISANCE_MODES:
+            raise ValueError(f"nuisance={nuisance!r}: expected one of {NUISANCE_MODES}")
+        self.nuisance = nuisance
         self.action_dims = action_dims(action_set)
         self.action_set = action_set
         check_view_arguments(image_size, render_size, episode_steps, render_mode, self.metadata["render_modes"])
@@ -200,6 +206,8 @@ class ObjectViewEnv(gym.Env):
     def step(self, action):
         action = self._validated(action)
         self._state, applied = apply_action(self._state, action, self.action_set)
+        if self.nuisance == "per_step":
+            self._state = redraw_nuisance(self._state, self.np_random, self.action_set)
         self._step += 1
         observation = self._observe()
         if self.render_mode == "human":
@@ -261,13 +269,15 @@ class ObjectViewEnv(gym.Env):
         """Where the object is visible in the current view (bool, image_size square)."""
         return self._scene.render(self._state, self.image_size, mask=True).mask
 
-    # pybullet clients cannot be pickled: rebuild from the constructor arguments.
+    # pybullet clients cannot be pickled: rebuild from the constructor arguments (and keep
+    # the generator, which draws the per-step nuisances).
     def __getstate__(self) -> dict[str, Any]:
-        return {"init_kwargs": self._init_kwargs, "state": self._state, "object_index": self._object_index, "step": self._step}
+        return {"init_kwargs": self._init_kwargs, "state": self._state, "object_index": self._object_index, "step": self._step, "np_random": self.np_random}
 
     def __setstate__(self, saved: dict[str, Any]) -> None:
         self.__init__(**saved["init_kwargs"])
         self._state = saved["state"]
         self._object_index = saved["object_index"]
         self._step = saved["step"]
+        self._np_random = saved["np_random"]  # per-step nuisances continue the same draws
         self._scene.show_object(self.catalog[self._object_index])

@@ -25,8 +25,8 @@ from typing import NamedTuple
 import numpy as np
 
 LIBRARY_SEED = 20230205
-INSTANCES_PER_CATEGORY = 10
-TEST_INSTANCES_PER_CATEGORY = 2
+INSTANCES_PER_CATEGORY = 40
+TEST_INSTANCES_PER_CATEGORY = 10
 BOUNDING_RADIUS = 0.5
 # Edges sharper than this keep separate normals on each side (flat shading across them).
 CREASE_DEGREES = 40.0

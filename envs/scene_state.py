@@ -18,7 +18,8 @@ idx   name                range                   unit / meaning
 7     light_azimuth       [-pi, pi)               rad
 8     light_elevation     [LIGHT_ELEV_MIN, MAX]   rad
 9-11  light_r, g, b       [0, 1]                  light colour
-12    floor_hue           [0, 1)                  hue of the floor (HSV, full saturation)
+12    floor_hue           [0, 1)                  hue of the floor's tint
+13    object_hue          [0, 1)                  hue of the object's tint
 ====  ==================  ======================  =====================================
 """
 
@@ -42,6 +43,7 @@ STATE_FIELDS: tuple[str, ...] = (
     "light_g",
     "light_b",
     "floor_hue",
+    "object_hue",
 )
 STATE_DIM = len(STATE_FIELDS)
 STATE_INDEX = {name: i for i, name in enumerate(STATE_FIELDS)}
@@ -50,7 +52,7 @@ QUAT = slice(3, 7)
 ELEVATION_MIN = np.deg2rad(5.0)
 ELEVATION_MAX = np.deg2rad(75.0)
 DISTANCE_MIN = 1.2
-DISTANCE_MAX = 2.6
+DISTANCE_MAX = 2.2
 LIGHT_ELEVATION_MIN = np.deg2rad(10.0)
 LIGHT_ELEVATION_MAX = np.deg2rad(85.0)
 
@@ -67,7 +69,7 @@ class ActionDim:
 CAMERA_DIMS = (
     ActionDim("camera_azimuth", np.deg2rad(15.0), "rad"),
     ActionDim("camera_elevation", np.deg2rad(10.0), "rad"),
-    ActionDim("camera_distance", 0.1, "scene units"),
+    ActionDim("camera_distance", 0.25, "scene units"),
 )
 OBJECT_DIMS = (
     ActionDim("object_rot_x", np.deg2rad(15.0), "rad (world x, rotation vector)"),
@@ -75,7 +77,7 @@ OBJECT_DIMS = (
     ActionDim("object_rot_z", np.deg2rad(15.0), "rad (world z, rotation vector)"),
 )
 LIGHT_DIMS = (
-    ActionDim("light_azimuth", np.deg2rad(30.0), "rad"),
+    ActionDim("light_azimuth", np.deg2rad(45.0), "rad"),
     ActionDim("light_elevation", np.deg2rad(15.0), "rad"),
 )
 FLOOR_DIMS = (ActionDim("floor_hue", 0.05, "hue turns"),)
@@ -353,7 +355,14 @@ ABSOLUTE_POSE_NAMES: tuple[str, ...] = (
     "light_elevation",
     "floor_hue_sin",
     "floor_hue_cos",
+    "camera_azimuth_sin",
+    "camera_azimuth_cos",
 )
+
+
+def absolute_pose_names() -> tuple[str, ...]:
+    """Names of the columns of :func:`absolute_pose`."""
+    return ABSOLUTE_POSE_NAMES
 
 
 def camera_rotation(state: np.ndarray) -> np.ndarray:
@@ -372,12 +381,12 @@ def camera_rotation(state: np.ndarray) -> np.ndarray:
 def absolute_pose(state: np.ndarray) -> np.ndarray:
     """What an image can show of the absolute state, as a continuous encoding (float32).
 
-    The floor is uniform, so the camera azimuth and the object orientation are only visible
-    relative to each other: the pose is the object's orientation in the camera frame
-    (``R_camera^T R_object``, its first two columns: the 6D representation of Zhou et al.
-    2019, free of the q/-q ambiguity), the camera elevation (the horizon) and distance (the
-    object's size), the light's azimuth relative to the camera (shading) as sin/cos, the
-    light elevation and the floor hue as sin/cos. Columns: ``ABSOLUTE_POSE_NAMES``.
+    The pose is the object's orientation in the camera frame (``R_camera^T R_object``, its
+    first two columns: the 6D representation of Zhou et al. 2019, free of the q/-q
+    ambiguity), the camera elevation (the horizon) and distance (the object's size), the
+    light's azimuth relative to the camera (shading) as sin/cos, the light elevation, the
+    floor hue as sin/cos and, since the floor pattern fixes the world frame, the camera
+    azimuth as sin/cos. Columns: :func:`absolute_pose_names`.
     """
     s = np.asarray(state, dtype=np.float64)
     in_camera = np.swapaxes(camera_rotation(s), -1, -2) @ quat_to_matrix(s[..., QUAT])
@@ -397,6 +406,8 @@ def absolute_pose(state: np.ndarray) -> np.ndarray:
         s[..., 8],
         np.sin(hue),
         np.cos(hue),
+        np.sin(s[..., 0]),
+        np.cos(s[..., 0]),
     ]
     return np.stack(columns, axis=-1).astype(np.float32)
 
@@ -410,6 +421,8 @@ NUISANCE_NAMES: tuple[str, ...] = (
     "light_azimuth_sin",
     "light_azimuth_cos",
     "light_elevation",
+    "object_hue_sin",
+    "object_hue_cos",
 )
 
 
@@ -421,7 +434,8 @@ def nuisance_names() -> tuple[str, ...]:
 def nuisance_state(states: np.ndarray) -> np.ndarray:
     """The nuisance variables of states (..., STATE_DIM) as float64 (..., k): what a view
     shows that says nothing about the object or its pose (floor hue as sin/cos, light
-    colour, light direction with the world-frame azimuth as sin/cos). A representation
+    colour, light direction with the world-frame azimuth as sin/cos, object tint hue as
+    sin/cos). A representation
     whose structure these columns explain has learnt the scene, not the object.
     Columns: :func:`nuisance_names`."""
     s = np.asarray(states, dtype=np.float64)
@@ -436,6 +450,8 @@ def nuisance_state(states: np.ndarray) -> np.ndarray:
         np.sin(light_az),
         np.cos(light_az),
         s[..., STATE_INDEX["light_elevation"]],
+        np.sin(2 * np.pi * s[..., STATE_INDEX["object_hue"]]),
+        np.cos(2 * np.pi * s[..., STATE_INDEX["object_hue"]]),
     ]
     return np.stack(columns, axis=-1)
 
@@ -455,10 +471,29 @@ def random_state(rng: np.random.Generator) -> np.ndarray:
     state = np.empty(STATE_DIM, dtype=np.float64)
     state[0] = rng.uniform(-np.pi, np.pi)
     state[1] = rng.uniform(np.deg2rad(15.0), np.deg2rad(60.0))
-    state[2] = rng.uniform(1.6, 2.2)
+    state[2] = rng.uniform(1.35, 1.85)
     state[QUAT] = random_quaternion(rng)
     state[7] = rng.uniform(-np.pi, np.pi)
     state[8] = rng.uniform(np.deg2rad(30.0), np.deg2rad(75.0))
     state[9:12] = rng.uniform(0.7, 1.0, size=3)
     state[12] = rng.uniform(0.0, 1.0)
+    state[13] = rng.uniform(0.0, 1.0)
     return state
+
+
+#: Fields a ``nuisance="per_step"`` env redraws after every step (unless an action moves them).
+PER_STEP_NUISANCE_FIELDS: tuple[str, ...] = ("light_r", "light_g", "light_b", "floor_hue", "object_hue")
+
+
+def redraw_nuisance(state: np.ndarray, rng: np.random.Generator, action_set: str) -> np.ndarray:
+    """``state`` with its per-step nuisances (light colour, floor and object hue) drawn
+    afresh from ``rng`` as :func:`random_state` draws them; a field that ``action_set``
+    moves is kept, so its action stays the only thing that changes it."""
+    moved = {d.name for d in action_dims(action_set)}
+    new = np.array(state, dtype=np.float64, copy=True)
+    new[9:12] = rng.uniform(0.7, 1.0, size=3)
+    for name in ("floor_hue", "object_hue"):
+        value = rng.uniform(0.0, 1.0)
+        if name not in moved:
+            new[STATE_INDEX[name]] = value
+    return new

@@ -145,7 +145,7 @@ def test_relative_action_encoding_and_discrete_columns():
 
 
 def test_geometric_action_and_its_inverse_return_the_same_image():
-    env = make(action_set="geometric")
+    env = make(action_set="geometric", nuisance="per_episode")
     first, _ = env.reset(seed=3)
     action = np.array([0.6, -0.4, 0.5, 0.8], dtype=np.float32)
     moved, *_ = env.step(action)
@@ -155,7 +155,7 @@ def test_geometric_action_and_its_inverse_return_the_same_image():
 
 
 def test_photometric_identity_leaves_the_crop_unchanged():
-    image = default_image_set().images[17]
+    image = default_image_set().picture(17, background=5)
     state = image_state.random_state(np.random.default_rng(4))
     state[5:9] = (1.0, 1.0, 1.0, 0.0)
     view = render_view(image, state, 48)
@@ -182,7 +182,7 @@ def _reference_matrix(state, source_side, size):
 
 
 def test_photometric_parameters_do_what_they_say():
-    image = default_image_set().images[3]
+    image = default_image_set().picture(3, background=0)
     base = identity_state()
     brighter = base.copy()
     brighter[5] = 1.5
@@ -197,7 +197,7 @@ def test_photometric_parameters_do_what_they_say():
 
 
 def test_flip_action_toggles_above_one_half_only():
-    env = make(action_set="full").unwrapped
+    env = make(action_set="full", nuisance="per_episode").unwrapped
     env.reset(seed=0, options={"state": identity_state()})
     frame0 = env.step(np.zeros(9, dtype=np.float32))[0]
     _, _, _, _, info = env.step(np.r_[np.zeros(8), 0.5].astype(np.float32))
@@ -209,13 +209,15 @@ def test_flip_action_toggles_above_one_half_only():
 
 def test_default_image_set_has_ten_classes_and_a_split_by_image():
     image_set = default_image_set()
-    assert image_set.images.dtype == np.uint8 and image_set.images.shape[1:] == (96, 96, 3)
+    assert image_set.images.dtype == np.uint8 and image_set.images.shape[1:] == (64, 64)  # coverage masks
+    assert image_set.composited and image_set.picture(0, 3).shape == (64, 64, 3)
     assert len(image_set.class_names) >= 10 and image_set.labels.dtype == np.int64
     train, test = image_set.select("train"), image_set.select("test")
     assert len(np.intersect1d(train, test)) == 0 and len(train) + len(test) == len(image_set)
+    assert len(train) >= 3000 and len(test) >= 600
     for label in range(10):
         assert np.sum(image_set.labels[test] == label) == np.sum(image_set.labels == label) // 5
-        assert np.sum(image_set.labels == label) >= 50
+        assert np.sum(image_set.labels == label) >= 300
     assert len(set(image_set.image_ids)) == len(image_set)
     assert not image_set.images.flags.writeable
 
