@@ -22,6 +22,7 @@ class EnvConfig:
     catalog: str | None = None  # catalogue CSV / image folder; None = the shipped default
     episode_steps: int = 32  # steps before an episode truncates and a new object is drawn
     renderer: str = "tiny"  # tiny (CPU, deterministic) or egl (GPU, falls back to tiny)
+    nuisance: str = "per_step"  # per_step: light colour, floor/object tint (ImageView: background) redrawn every step; per_episode: at reset
     extra: dict[str, Any] = field(default_factory=dict)  # further env kwargs, passed through
 
 
