@@ -78,7 +78,7 @@ GEOMETRIC_DIMS = (
 PHOTOMETRIC_DIMS = (
     ActionDim("brightness", 0.1, "log factor"),
     ActionDim("contrast", 0.1, "log factor"),
-    ActionDim("saturation", 0.1, "log factor"),
+    ActionDim("saturation", 0.2, "log factor"),
     ActionDim("hue", 0.05, "hue turns"),
 )
 FLIP_DIMS = (ActionDim("flip", 1.0, "toggle when the value is > 0.5"),)
