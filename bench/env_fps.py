@@ -1,7 +1,8 @@
 """Rendering throughput of ObjectView-v0: raw pybullet vs env.step vs AsyncVectorEnv.
 
-Run: ``python bench/env_fps.py [--size 64] [--seconds 5]``. Prints one table measured in
-this run; the ratios (step/raw, 2 workers/1 worker) are what to compare across machines.
+Run: ``python bench/env_fps.py [--size 64] [--seconds 5] [--no-shadows]``. Prints one table
+measured in this run; the ratios (step/raw, 2 workers/1 worker) are what to compare across
+machines. ``--no-shadows`` measures the scene without shadows (the light cue's cost).
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ def timed_rate(run_once, seconds: float) -> float:
     return count / (time.perf_counter() - start)
 
 
+#: Extra env kwargs of every measurement (set from the command line).
+SCENE_KWARGS: dict = {}
+
+
 def raw_render_rate(size: int, seconds: float) -> float:
-    env = gym.make(envs.OBJECT_VIEW_ID, image_size=size)
+    env = gym.make(envs.OBJECT_VIEW_ID, image_size=size, **SCENE_KWARGS)
     env.reset(seed=0)
     scene: BulletScene = env.unwrapped._scene
     state = env.unwrapped.state  # the same view env.step starts from
@@ -42,7 +47,7 @@ def raw_render_rate(size: int, seconds: float) -> float:
 
 
 def step_rate(size: int, seconds: float) -> float:
-    env = gym.make(envs.OBJECT_VIEW_ID, image_size=size, action_set="camera", episode_steps=10**9)
+    env = gym.make(envs.OBJECT_VIEW_ID, image_size=size, action_set="camera", episode_steps=10**9, **SCENE_KWARGS)
     env.reset(seed=0)
     action = np.array([0.2, 0.0, 0.0], dtype=np.float32)
 
@@ -57,7 +62,7 @@ def step_rate(size: int, seconds: float) -> float:
 
 def vector_rate(size: int, workers: int, seconds: float) -> float:
     vec = gym.vector.AsyncVectorEnv(
-        [lambda: gym.make(envs.OBJECT_VIEW_ID, image_size=size, episode_steps=10**9)] * workers,
+        [lambda: gym.make(envs.OBJECT_VIEW_ID, image_size=size, episode_steps=10**9, **SCENE_KWARGS)] * workers,
         shared_memory=True,
     )
     vec.reset(seed=0)
@@ -77,7 +82,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement and round")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; best is kept")
+    parser.add_argument("--no-shadows", action="store_true", help="render without shadows")
     args = parser.parse_args()
+    SCENE_KWARGS["shadows"] = not args.no_shadows
     best = {"raw": 0.0, "step": 0.0, "one": 0.0, "two": 0.0}
     for _ in range(args.rounds):  # interleaving evens out frequency scaling and noise
         best["raw"] = max(best["raw"], raw_render_rate(args.size, args.seconds))
@@ -85,7 +92,8 @@ def main() -> None:
         best["one"] = max(best["one"], vector_rate(args.size, 1, args.seconds))
         best["two"] = max(best["two"], vector_rate(args.size, 2, args.seconds))
     raw, step, one, two = best["raw"], best["step"], best["one"], best["two"]
-    print(f"ObjectView-v0 at {args.size}x{args.size}, TinyRenderer, {os.cpu_count()} CPU cores")
+    shadows = "shadows" if SCENE_KWARGS["shadows"] else "no shadows"
+    print(f"ObjectView-v0 at {args.size}x{args.size}, TinyRenderer, {shadows}, {os.cpu_count()} CPU cores")
     print("| measurement                      | frames/s | ratio                    |")
     print("|----------------------------------|---------:|--------------------------|")
     print(f"| raw getCameraImage, one process  | {raw:8.0f} | 1.00                     |")

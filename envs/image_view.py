@@ -106,9 +106,12 @@ class ImageViewEnv(gym.Env):
     2023, CIPER, "static image tasks"). This is an observation environment for
     representation learning: there is no task and the reward is always 0.0.
 
-    Images come from an image source (``catalog``): a synthetic set of the digits 0-9 on
-    textured backgrounds generated offline at construction (default), an image folder
-    ``root/<class_name>/*.png|jpg`` or CIFAR-10's binary batches on local disk.
+    Images come from an image source (``catalog``): a synthetic set of the digits 0-9
+    generated deterministically at construction (default: 3,000 train and 750 test images
+    at 64 px), an image folder ``root/<class_name>/*.png|jpg`` or CIFAR-10's binary batches
+    on local disk. A default digit is shown on a background (texture, ink and halo colours)
+    from a pool of 512 shared by every image and class, drawn per view (``nuisance``), so
+    matching two views of one image needs the digit, not the background.
 
     ## Action Space
     ``Box(-1, 1, (A,), float32)``; each dimension is scaled by its maximum step
@@ -121,15 +124,15 @@ class ImageViewEnv(gym.Env):
     |-------------|------|-----------------------------------------------------------------------|
     | geometric   | 4    | crop centre x, y (0.05 of the image), log crop scale (0.1),           |
     |             |      | rotation (15 deg)                                                     |
-    | photometric | 4    | log brightness, log contrast, log saturation (0.1 each), hue (0.05    |
-    |             |      | turns)                                                                |
+    | photometric | 4    | log brightness (0.1), log contrast (0.1), log saturation (0.2), hue   |
+    |             |      | (0.05 turns)                                                          |
     | full        | 9    | geometric (4) + photometric (4) + flip: a value > 0.5 toggles the     |
     |             |      | left-right flip, anything else leaves it (applied 1.0 or 0.0)         |
 
     ## Observation Space
     ``Box(0, 255, (H, W, 3), uint8)``: the augmented view, ``H = W = image_size``.
 
-    The latent augmentation state is returned in ``info["state"]`` (float64, 9 values, order
+    The latent augmentation state is returned in ``info["state"]`` (float64, 10 values, order
     ``ImageViewEnv.state_fields``):
 
     | idx | name        | range         | unit                                                 |
@@ -143,6 +146,7 @@ class ImageViewEnv(gym.Env):
     | 6   | contrast    | [0.6, 1.6]    | factor (about the view's mean grey)                  |
     | 7   | saturation  | [0.4, 2.0]    | factor                                               |
     | 8   | hue         | [-0.5, 0.5)   | turns (chroma rotation in YIQ space)                 |
+    | 9   | background  | {0..511}, -1  | pool background of the view; -1: the image's own     |
 
     Pixels of the crop window outside the image are mirrored (``BORDER_REFLECT``).
     ``info`` also holds ``applied_action`` (float64, A), ``object_index`` (the image's index
@@ -157,7 +161,8 @@ class ImageViewEnv(gym.Env):
     ``reset`` picks an image uniformly from the chosen split and draws: crop centre
     U(0.4, 0.6) per axis, crop scale log-uniform in [0.55, 0.9], rotation U(-30, 30) deg,
     flip 0 or 1 with equal odds, brightness, contrast and saturation exp(U(-0.2, 0.2)), hue
-    U(-0.1, 0.1) turns. ``options={"image_index": i, "state": s}`` sets either explicitly
+    U(-0.1, 0.1) turns, background uniform over the pool (-1 for sources with their own
+    backgrounds). With ``nuisance="per_step"`` every step redraws the background. ``options={"image_index": i, "state": s}`` sets either explicitly
     (``image_index``, alias ``object_index``, must belong to the split; ``s`` must lie in the
     ranges above).
 
@@ -174,9 +179,15 @@ class ImageViewEnv(gym.Env):
     - ``episode_steps``: steps before truncation (default 100).
     - ``render_mode``: None, "rgb_array" (a ``render_size`` frame) or "human" (OpenCV window).
     - ``render_size``: side of the ``render()`` frame (default 256).
+    - ``nuisance``: "per_step" (default) draws a new pool background at every step;
+      "per_episode" keeps the one drawn at reset.
 
     ## Version History
     - v0: initial version.
+    - v0, scene revision (issue 15): the default digits are coverage masks shown on
+      per-view pool backgrounds (state field ``background``, index 9) instead of one
+      background per image; 3,750 digits at 64 px instead of 600 at 96 px; saturation step
+      0.1 -> 0.2.
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 15}
@@ -229,6 +240,7 @@ class ImageViewEnv(gym.Env):
     # ------------------------------------------------------------------ gymnasium API
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self._check_open("reset")
         super().reset(seed=seed)
         options = options or {}
         key = "image_index" if "image_index" in options else "object_index"
@@ -262,6 +274,7 @@ class ImageViewEnv(gym.Env):
         return observation, self._info(np.zeros(len(self.action_dims)))
 
     def step(self, action):
+        self._check_open("step")
         action = self._validated(action)
         self._state, applied = apply_action(self._state, action, self.action_set)
         if self.nuisance == "per_step" and self.image_set.composited:
@@ -285,6 +298,11 @@ class ImageViewEnv(gym.Env):
 
     def close(self) -> None:
         close_window(self)
+        self._closed = True
+
+    def _check_open(self, call: str) -> None:
+        if getattr(self, "_closed", False):
+            raise RuntimeError(f"{type(self).__name__}.{call}() after close(): make a new env")
 
     # ------------------------------------------------------------------ helpers
 

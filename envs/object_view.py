@@ -29,17 +29,28 @@ NUISANCE_MODES = ("per_step", "per_episode")
 class ObjectViewEnv(gym.Env):
     """
     ## Description
-    An active observer looks at one 3D object standing above a coloured floor, lit by one
-    directional light, through a pinhole camera (45 degree field of view) that sits on a
-    sphere around the object and always looks at its centre. Each action moves the camera,
-    rotates the object, moves the light or shifts the floor hue by a known amount, so every
-    pair of views comes with the exact transformation between them (Xu & Triesch 2023,
-    CIPER). This is an observation environment for representation learning: there is no
-    task and the reward is always 0.0.
+    An active observer looks at one 3D object standing above a patterned floor, lit by one
+    directional light that casts shadows, through a pinhole camera (45 degree field of
+    view) that sits on a sphere around the object and always looks at its centre. Each
+    action moves the camera, rotates the object, moves the light or shifts the floor hue by
+    a known amount, so every pair of views comes with the exact transformation between them
+    (Xu & Triesch 2023, CIPER). This is an observation environment for representation
+    learning: there is no task and the reward is always 0.0.
+
+    Every action shows in the image (``tests/test_scene_validity.py``): the floor's tiles
+    and a dark band along world +x fix the world frame, so a camera move differs from the
+    equivalent object + light move; each object wears a grey-level cell texture fixed on
+    it, so a turn about any axis shows, also for symmetric shapes; shadows show the light
+    direction. Colour is a nuisance: floor, object (texture tint) and light colours are
+    drawn from hues and ranges shared by every object and category, and by default redrawn
+    at every step (``nuisance="per_step"``), so two views of one object share their shape,
+    not their colours.
 
     Objects come from a catalogue (``assets/objects.csv`` by default: procedurally made
     shape families with categories, pybullet_data meshes and 1000 random meshes without
     categories). Every object is centred and scaled to a bounding radius of 0.5 scene units.
+    The catalogue's ``rgba`` column is not used: the object's colour is the state's
+    ``object_hue``.
 
     ## Action Space
     ``Box(-1, 1, (A,), float32)``; each dimension is scaled by its maximum step
@@ -49,9 +60,9 @@ class ObjectViewEnv(gym.Env):
 
     | action_set | dims | meaning (max step for a normalised 1.0)                       |
     |------------|------|----------------------------------------------------------------|
-    | camera     | 3    | azimuth (15 deg), elevation (10 deg), distance (0.1 units)     |
+    | camera     | 3    | azimuth (15 deg), elevation (10 deg), distance (0.25 units)    |
     | object     | 3    | object rotation vector about world x, y, z (15 deg each)       |
-    | light      | 2    | light azimuth (30 deg), light elevation (15 deg)               |
+    | light      | 2    | light azimuth (45 deg), light elevation (15 deg)               |
     | full       | 9    | camera (3) + object (3) + light (2) + floor hue (0.05 turns)   |
 
     ## Observation Space
@@ -64,19 +75,20 @@ class ObjectViewEnv(gym.Env):
     | depth | Box(0, 10, (H, W), float32)            | distance along the view axis, units  |
     | mask  | Box(0, 1, (H, W), uint8)               | 1 where the object is visible        |
 
-    The latent scene state is returned in ``info["state"]`` (float64, 13 values, order
+    The latent scene state is returned in ``info["state"]`` (float64, 14 values, order
     ``ObjectViewEnv.state_fields``):
 
     | idx | name             | range                  | unit                                |
     |-----|------------------|------------------------|-------------------------------------|
     | 0   | camera_azimuth   | [-pi, pi)              | rad                                 |
     | 1   | camera_elevation | [5, 75] deg            | rad                                 |
-    | 2   | camera_distance  | [1.2, 2.6]             | scene units                         |
+    | 2   | camera_distance  | [1.2, 2.2]             | scene units                         |
     | 3-6 | object_qx..qw    | unit quaternion, w>=0  | object-to-world rotation            |
     | 7   | light_azimuth    | [-pi, pi)              | rad                                 |
     | 8   | light_elevation  | [10, 85] deg           | rad                                 |
     | 9-11| light_r, g, b    | [0, 1]                 | light colour                        |
-    | 12  | floor_hue        | [0, 1)                 | hue                                 |
+    | 12  | floor_hue        | [0, 1)                 | hue of the floor's tint             |
+    | 13  | object_hue       | [0, 1)                 | hue of the object's tint            |
 
     ``info`` also holds ``applied_action`` (float64, A), ``object_index`` (row in the
     catalogue), ``object_id``, ``category`` (``""`` for none), ``category_index`` (-1 for
@@ -87,10 +99,12 @@ class ObjectViewEnv(gym.Env):
 
     ## Starting State
     ``reset`` picks an object uniformly from the chosen catalogue split and draws: camera
-    azimuth U(-pi, pi), elevation U(15, 60) deg, distance U(1.6, 2.2); a uniformly random
+    azimuth U(-pi, pi), elevation U(15, 60) deg, distance U(1.35, 1.85); a uniformly random
     object orientation; light azimuth U(-pi, pi), elevation U(30, 75) deg, colour U(0.7, 1)
-    per channel; floor hue U(0, 1). ``options={"object_index": i, "state": s}`` sets either
-    explicitly (``object_index`` must belong to the split).
+    per channel; floor hue and object hue U(0, 1). ``options={"object_index": i, "state":
+    s}`` sets either explicitly (``object_index`` must belong to the split). With
+    ``nuisance="per_step"`` every step then redraws the light colour, floor hue and object
+    hue the same way (the floor hue not when the action set moves it), after the action.
 
     ## Episode End
     Never terminates. Truncates after ``episode_steps`` steps.
@@ -107,10 +121,19 @@ class ObjectViewEnv(gym.Env):
       back to "tiny" with a RuntimeWarning when EGL is not available).
     - ``render_mode``: None, "rgb_array" (a ``render_size`` frame) or "human" (OpenCV window).
     - ``render_size``: side of the ``render()`` frame (default 256).
-    - ``shadows``: let the renderer cast shadows (slower; default False).
+    - ``shadows``: let the light cast shadows (default True; the light azimuth shows mainly
+      through them; about 1.5x slower with TinyRenderer than without).
+    - ``nuisance``: "per_step" (default) redraws the nuisances (light colour, floor and
+      object hue) at every step; "per_episode" draws them at reset only.
 
     ## Version History
     - v0: initial version.
+    - v0, scene revision (issue 15; datasets record it through the state fields and
+      ``env.nuisance``): patterned floor, textured objects tinted by a new state field
+      ``object_hue`` (index 13), shadows on by default, per-step nuisances by default,
+      camera distance step 0.1 -> 0.25 and range [1.2, 2.6] -> [1.2, 2.2], light azimuth
+      step 30 -> 45 deg, 40 instances per shape family; ``absolute_pose`` gains the camera
+      azimuth (sin/cos), which the floor now shows.
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 15}
@@ -181,6 +204,7 @@ class ObjectViewEnv(gym.Env):
     # ------------------------------------------------------------------ gymnasium API
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self._check_open("reset")
         super().reset(seed=seed)
         options = options or {}
         if "object_index" in options:
@@ -204,6 +228,7 @@ class ObjectViewEnv(gym.Env):
         return observation, self._info(np.zeros(len(self.action_dims)))
 
     def step(self, action):
+        self._check_open("step")
         action = self._validated(action)
         self._state, applied = apply_action(self._state, action, self.action_set)
         if self.nuisance == "per_step":
@@ -230,6 +255,10 @@ class ObjectViewEnv(gym.Env):
         if getattr(self, "_scene", None) is not None:
             self._scene.close()
             self._scene = None
+
+    def _check_open(self, call: str) -> None:
+        if getattr(self, "_scene", None) is None:
+            raise RuntimeError(f"{type(self).__name__}.{call}() after close(): make a new env")
 
     # ------------------------------------------------------------------ helpers
 
