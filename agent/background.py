@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.collector import Collector, make_vector_env
+from agent.collector import Collector, ignore_interrupts_in_workers, make_vector_env
 from agent.policies import make_policy
 from agent.replay_buffer import ReplayBuffer, ReplayBufferHandle
 from agent.transitions import episode_id_base
@@ -64,6 +64,7 @@ def _collector_main(
     errors: Any,
     rate_limit: tuple[float, int] | None = None,
 ) -> None:
+    ignore_interrupts_in_workers()  # the learner stops its collectors itself
     parent = os.getppid()
     buffer = ReplayBuffer.attach(handle)
     collector = None

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import multiprocessing
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -44,8 +46,17 @@ def env_kwargs(env_cfg: Any) -> dict[str, Any]:
     return kwargs
 
 
+def ignore_interrupts_in_workers() -> None:
+    """In a worker process, ignore SIGINT: Ctrl-C reaches the whole process group, and the
+    parent, not each worker, decides how to stop (it closes its workers)."""
+    if multiprocessing.parent_process() is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _make_env(env_id: str, kwargs: dict[str, Any]) -> gym.Env:
     import envs  # noqa: F401  (registers the ids in a fresh worker process)
+
+    ignore_interrupts_in_workers()
 
     return gym.make(env_id, **kwargs)
 

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
+import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +29,15 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 import envs
+from agent.atomic_files import write_json_atomic
 from agent.collector import Collector, make_vector_env
 from agent.policies import make_policy
-from agent.shards import ShardWriter, read_manifest, remove_dataset, write_json_atomic
+from agent.shards import CorruptShardError, ShardWriter, read_manifest, remove_dataset, verify_shard
 from agent.transitions import TransitionBatch, episode_id_base
-from conf.app import hydra_app
+from conf.app import EXIT_INTERRUPTED, hydra_app
+from conf.validate import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def resolve_path(path: str | os.PathLike[str]) -> Path:
@@ -121,19 +128,53 @@ class MemorySink:
         self.count += len(batch)
 
 
-def open_dataset(root: Path, header: dict[str, Any], overwrite: bool) -> ShardWriter:
-    """A writer on ``root``; refuses a dataset made differently unless ``overwrite``."""
+def check_dataset(cfg: DictConfig) -> None:
+    """Refuse, before anything is written, a rerun that would replace or shrink the dataset
+    at ``dataset.path`` without ``dataset.overwrite=true``."""
+    if cfg.dataset.overwrite:
+        return
+    root = resolve_path(cfg.dataset.path)
     stored = read_manifest(root)
-    if stored is not None and stored["header"] != header:
-        differences = header_differences(stored["header"], header)
-        if not overwrite:
-            raise SystemExit(
-                f"dataset {root} was made with a different config; differing keys (stored -> "
-                f"requested):\n  " + "\n  ".join(differences)
-                + "\nuse another dataset.path, or dataset.overwrite=true to replace it"
-            )
+    if stored is None:
+        return
+    if stored["header"] != dataset_header(cfg):
+        differences = header_differences(stored["header"], dataset_header(cfg))
+        raise ConfigError(
+            f"dataset.path={root}: made with another config (stored -> requested: {'; '.join(differences)}); "
+            "use another dataset.path, or dataset.overwrite=true to replace it"
+        )
+    planned = dict(shard_plan(int(cfg.dataset.steps), int(cfg.dataset.shard_size)))
+    held = sum(s["transitions"] for s in stored["shards"])
+    if any(s["transitions"] > planned.get(s["index"], 0) for s in stored["shards"]):
+        raise ConfigError(
+            f"dataset.steps={cfg.dataset.steps}: {root} already holds {held} transitions and a rerun never "
+            f"shrinks a dataset; pass dataset.steps={held} (or more), or dataset.overwrite=true to cut it"
+        )
+
+
+def open_dataset(root: Path, header: dict[str, Any], overwrite: bool) -> ShardWriter:
+    """A writer on ``root``; a dataset made differently is replaced only with ``overwrite``
+    (`check_dataset` has refused it otherwise)."""
+    stored = read_manifest(root)
+    if stored is not None and stored["header"] != header and overwrite:
         remove_dataset(root)
     return ShardWriter(root, header, int(header["shard_size"]))
+
+
+def complete_as_planned(root: Path, header: dict[str, Any], plan: list[tuple[int, int]]) -> dict[str, Any] | None:
+    """The manifest when the dataset already holds exactly the planned shards, intact in
+    size (read only: a complete dataset on a read-only mount needs no write); else None."""
+    stored = read_manifest(root)
+    if stored is None or stored["header"] != header:
+        return None
+    if sorted((s["index"], s["transitions"]) for s in stored["shards"]) != sorted(plan):
+        return None
+    try:
+        for entry in stored["shards"]:
+            verify_shard(root / entry["name"], entry["files"], checksums=False)
+    except CorruptShardError:
+        return None
+    return stored
 
 
 def collect_shard(
@@ -165,69 +206,103 @@ def collect_shard(
 def rollout(cfg: DictConfig) -> dict[str, Any]:
     """Complete the dataset at ``dataset.path``; returns the run's metrics."""
     started = time.perf_counter()
+    check_dataset(cfg)
     root = resolve_path(cfg.dataset.path)
     header = dataset_header(cfg)
+    plan = shard_plan(int(cfg.dataset.steps), int(cfg.dataset.shard_size))
+    progress = {"written": [], "transitions": 0, "collect_seconds": 0.0, "write_seconds": 0.0}
+    manifest = complete_as_planned(root, header, plan)
+    if manifest is None:
+        manifest = complete_dataset(cfg, root, header, plan, progress)
+    return rollout_metrics(root, manifest, plan, progress, time.perf_counter() - started)
+
+
+def complete_dataset(
+    cfg: DictConfig, root: Path, header: dict[str, Any], plan: list[tuple[int, int]], progress: dict[str, Any]
+) -> dict[str, Any]:
+    """Collect and write every planned shard the dataset lacks; returns the manifest.
+    ``progress`` counts what this call wrote."""
     writer = open_dataset(root, header, bool(cfg.dataset.overwrite))
     writer.validate_listed()
-    plan = shard_plan(int(cfg.dataset.steps), int(cfg.dataset.shard_size))
-    sizes = {s["index"]: s["transitions"] for s in writer.manifest["shards"]}
-    for index, transitions in plan:
-        # A shorter last shard of an earlier, smaller run is collected again at full length.
-        if index in sizes and sizes[index] != transitions:
-            writer.remove_shard(index)
-            del sizes[index]
-    missing = [(k, n) for k, n in plan if k not in sizes]
-    beyond = sorted(set(sizes) - {k for k, _ in plan})
-    if beyond:
-        print(f"note: {root} also holds shards {beyond} beyond dataset.steps={cfg.dataset.steps}; kept")
-
-    collect_seconds = write_seconds = 0.0
-    written = 0
-    kept = int(cfg.dataset.steps) - sum(n for _, n in missing)
+    planned = dict(plan)
+    for entry in list(writer.manifest["shards"]):
+        # A shorter last shard of an earlier, smaller run is collected again at full length;
+        # a longer one or one beyond the plan only with dataset.overwrite (check_dataset).
+        if planned.get(entry["index"]) != entry["transitions"]:
+            writer.remove_shard(entry["index"])
+    held = {s["index"] for s in writer.manifest["shards"]}
+    missing = [(k, n) for k, n in plan if k not in held]
     vector_env = make_vector_env(cfg.env, int(cfg.collector.num_envs), cfg.collector.vectorization) if missing else None
+    total = int(cfg.dataset.steps)
     try:
-        with tqdm(total=int(cfg.dataset.steps), initial=kept, unit="view", desc="rollout") as bar:
+        with tqdm(total=total, initial=total - sum(n for _, n in missing), unit="view", desc="rollout") as bar:
             for index, transitions in missing:
                 tick = time.perf_counter()
                 batch, renderer, vector_env = collect_shard(vector_env, cfg, index, transitions)
                 tock = time.perf_counter()
                 writer.write_shard(index, batch, extra={"renderer": renderer})
-                collect_seconds += tock - tick
-                write_seconds += time.perf_counter() - tock
-                written += transitions
+                progress["collect_seconds"] += tock - tick
+                progress["write_seconds"] += time.perf_counter() - tock
+                progress["transitions"] += transitions
+                progress["written"].append(index)
                 bar.update(transitions)
+                log.info("rollout: shard %d written, %d/%d transitions, %.0f frames/s", index, bar.n, total,
+                         progress["transitions"] / max(progress["collect_seconds"], 1e-9), extra={"progress": True})  # fmt: skip
     finally:
         if vector_env is not None:
-            vector_env.close()
+            with warnings.catch_warnings():  # closing mid-step after Ctrl-C is expected here
+                warnings.simplefilter("ignore")
+                vector_env.close()
+    return writer.manifest
 
-    shards = writer.manifest["shards"]
+
+def rollout_metrics(
+    root: Path, manifest: dict[str, Any], plan: list[tuple[int, int]], progress: dict[str, Any], wall_seconds: float
+) -> dict[str, Any]:
+    """Counts of the dataset and rates of what this run wrote (``metrics.json``)."""
+    shards = manifest["shards"]
     episodes = set()
     for entry in shards:
         episodes.update(np.load(root / entry["name"] / "episode_id.npy", allow_pickle=False).tolist())
-    bytes_written = sum(
-        f["bytes"] for s in shards if s["index"] in {k for k, _ in missing} for f in s["files"].values()
-    )
+    written, collect_s, write_s = progress["transitions"], progress["collect_seconds"], progress["write_seconds"]
+    bytes_written = sum(f["bytes"] for s in shards if s["index"] in progress["written"] for f in s["files"].values())
     return {
         "dataset": str(root),
-        "transitions": writer.num_transitions(),
+        "transitions": sum(s["transitions"] for s in shards),
         "episodes": len(episodes),
         "shards": len(shards),
-        "shards_written": len(missing),
-        "shards_kept": len(plan) - len(missing),
+        "shards_written": len(progress["written"]),
+        "shards_kept": len(plan) - len(progress["written"]),
         "transitions_written": written,
         "renderers": sorted({s.get("renderer", "unknown") for s in shards}),
-        "collect_seconds": collect_seconds,
-        "frames_per_second": written / collect_seconds if collect_seconds else None,
-        "write_seconds": write_seconds,
-        "write_transitions_per_second": written / write_seconds if write_seconds else None,
-        "write_megabytes_per_second": bytes_written / 1e6 / write_seconds if write_seconds else None,
-        "wall_seconds": time.perf_counter() - started,
+        "collect_seconds": collect_s,
+        "frames_per_second": written / collect_s if collect_s else None,
+        "write_seconds": write_s,
+        "write_transitions_per_second": written / write_s if write_s else None,
+        "write_megabytes_per_second": bytes_written / 1e6 / write_s if write_s else None,
+        "wall_seconds": wall_seconds,
     }
+
+
+def interrupted_note(cfg: DictConfig) -> str:
+    """What a Ctrl-C kept, and how to go on."""
+    root = resolve_path(cfg.dataset.path)
+    plan = shard_plan(int(cfg.dataset.steps), int(cfg.dataset.shard_size))
+    shards = (read_manifest(root) or {"shards": []})["shards"]
+    kept = sum(s["transitions"] for s in shards)
+    return (
+        f"ciper-rollout: interrupted; {len(shards)}/{len(plan)} shards ({kept}/{cfg.dataset.steps} transitions) "
+        f"kept in {root}; rerun the same command to collect the rest"
+    )
 
 
 def _task(cfg: DictConfig) -> None:
     """Collect a time-augmented view dataset (see ``dataset.*``, ``env.*``, ``policy.*``)."""
-    metrics = rollout(cfg)
+    try:
+        metrics = rollout(cfg)
+    except KeyboardInterrupt:
+        print(interrupted_note(cfg), file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "metrics.json", metrics)
@@ -235,7 +310,7 @@ def _task(cfg: DictConfig) -> None:
     print(f"dataset: {metrics['dataset']}\nmetrics: {run_dir / 'metrics.json'}")
 
 
-main = hydra_app(_task)
+main = hydra_app(_task, check=check_dataset)
 
 if __name__ == "__main__":
     main()

@@ -9,8 +9,11 @@ folder. The ``view.*`` keys (``conf.schema.ViewConfig``) choose the source and t
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +22,12 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 import envs
+from agent.atomic_files import write_json_atomic
 from agent.collector import Collector, make_vector_env
 from agent.dataset import ViewPairDataset
 from agent.policies import make_policy
 from agent.rollout_app import MemorySink, resolve_path
-from agent.shards import read_manifest, write_json_atomic
+from agent.shards import read_manifest
 from agent.transitions import TransitionBatch
 from conf.app import hydra_app
 from envs.catalog import load_catalog
@@ -134,23 +138,51 @@ def video_frames(batch: TransitionBatch, count: int, upscale: int) -> list[np.nd
     return [_magnify(batch.view[i], upscale) for i in order]
 
 
-def write_video(frames: list[np.ndarray], path: Path, fps: int) -> None:
-    """Write RGB ``frames`` as a GIF (Pillow) or an MP4 (OpenCV mp4v), chosen by suffix."""
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Hide what native code (FFmpeg probing encoders) writes to file descriptor 2."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def open_mp4_writer(path: Path, fps: int, size: tuple[int, int]) -> tuple[cv2.VideoWriter, str]:
+    """An OpenCV writer in H.264 (``avc1``, what browsers play) when this OpenCV build has
+    the encoder, else MPEG-4 Part 2 (``mp4v``); returns it and the codec used."""
+    for codec in ("avc1", "mp4v"):
+        with _native_stderr_silenced():
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), float(fps), size)
+        if writer.isOpened():
+            return writer, codec
+    raise RuntimeError(f"{path}: OpenCV could not open an avc1 or mp4v writer; try view.video_format=gif")
+
+
+def write_video(frames: list[np.ndarray], path: Path, fps: int) -> str:
+    """Write RGB ``frames`` as a GIF (Pillow) or an MP4 (OpenCV), chosen by suffix;
+    returns the codec (``gif``, ``avc1`` or ``mp4v``)."""
     if path.suffix == ".gif":
         from PIL import Image  # Pillow arrives with matplotlib
 
         images = [Image.fromarray(frame) for frame in frames]
         images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-        return
+        return "gif"
     height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
-    if not writer.isOpened():
-        raise RuntimeError(f"{path}: OpenCV could not open an mp4v writer; try view.video_format=gif")
+    writer, codec = open_mp4_writer(path, fps, (width, height))
     try:
         for frame in frames:
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     finally:
         writer.release()
+    if codec != "avc1":
+        print(f"note: this OpenCV build has no H.264 (avc1) encoder, so {path.name} is MPEG-4 Part 2 (mp4v), "
+              "which browsers do not play; view.video_format=gif plays everywhere", file=sys.stderr)  # fmt: skip
+    return codec
 
 
 def render_views(cfg: DictConfig) -> dict[str, Any]:
@@ -175,8 +207,8 @@ def render_views(cfg: DictConfig) -> dict[str, Any]:
     if not cv2.imwrite(str(grid_path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
         raise RuntimeError(f"{grid_path}: OpenCV could not write the PNG")
     video_path = run_dir / f"rollout.{options['video_format']}"
-    write_video(video_frames(batch, frames, int(options["upscale"])), video_path, int(options["fps"]))
-    return {"source": source, "grid": str(grid_path), "video": str(video_path), "view": options}
+    codec = write_video(video_frames(batch, frames, int(options["upscale"])), video_path, int(options["fps"]))
+    return {"source": source, "grid": str(grid_path), "video": str(video_path), "video_codec": codec, "view": options}
 
 
 def _task(cfg: DictConfig) -> None:

@@ -110,6 +110,7 @@ class TrainConfig:
     checkpoint_every: int = 100  # steps between periodic checkpoints
     log_every: int = 10  # steps between scalar logs
     resume: bool = True  # continue from the run folder's last checkpoint if there is one
+    allow_changes: bool = False  # let a resume change settings (optim.lr, train.batch_size ...); recorded in config_changes.json
     stop_after: int | None = None  # checkpoint and stop after this many steps of this invocation
     dataset: str | None = None  # dataset folder for mode=offline
     loader_workers: int = 0  # DataLoader workers for mode=offline
@@ -148,7 +149,7 @@ class ViewConfig:
     rows: int = 4  # episodes shown, one grid row each
     steps: int = 8  # consecutive steps shown per row
     video_steps: int = 48  # frames of the video
-    video_format: str = "gif"  # gif (Pillow) or mp4 (OpenCV, mp4v)
+    video_format: str = "gif"  # gif (Pillow) or mp4 (OpenCV: H.264 where the build has it, else mp4v)
     fps: int = 8  # video frames per second
     upscale: int = 2  # integer magnification of each view (nearest neighbour)
     seed: int = 0  # seed of the live rollout
@@ -168,7 +169,7 @@ class CiperConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     view: ViewConfig = field(default_factory=ViewConfig)
-    run_dir: str = "${hydra:runtime.output_dir}"  # this run's folder (hydra.run.dir=...)
+    run_dir: str = "${hydra:run.dir}"  # this run's folder, runs/<script>/<date>/ unless hydra.run.dir=... (saved resolved)
 
 
 GROUP_OPTIONS: dict[str, dict[str, Any]] = {

@@ -9,6 +9,7 @@ another architecture fails with the keys that differ.
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path}: no such file")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a text file or log is not one
+        raise ValueError(f"checkpoint {path}: not a checkpoint (expected the .pt file ciper-train writes)")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
@@ -110,6 +113,20 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"checkpoint {path}: not a ciper checkpoint of format version {FORMAT_VERSION}")
     return payload
+
+
+def check_eval_checkpoint(cfg: DictConfig) -> None:
+    """``eval.checkpoint`` names a checkpoint file (checked before ``ciper-eval`` writes)."""
+    from agent.rollout_app import resolve_path
+    from conf.validate import ConfigError
+
+    if cfg.eval.checkpoint is None:
+        raise ConfigError("eval.checkpoint=null: expected the checkpoint to evaluate, eval.checkpoint=PATH")
+    path = resolve_path(cfg.eval.checkpoint)
+    if not path.is_file():
+        raise ConfigError(f"eval.checkpoint={cfg.eval.checkpoint}: no checkpoint file at {path}")
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(f"eval.checkpoint={cfg.eval.checkpoint}: not a checkpoint (expected the .pt file ciper-train writes)")
 
 
 def check_architecture(path: Path, saved: dict[str, Any], expected: dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agent.rollout_app import resolve_path
 from conf.app import hydra_app
-from learner.checkpoint import load_model
+from learner.checkpoint import check_eval_checkpoint, load_model
 from learner.evaluation import METRIC_NAMES, evaluate_encoder
 from learner.train import select_device
 
@@ -87,7 +87,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return record
 
 
-main = hydra_app(run)
+main = hydra_app(run, check=check_eval_checkpoint)
 
 if __name__ == "__main__":
     main()

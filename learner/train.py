@@ -12,7 +12,6 @@ and return, so a resumed run continues the same loss trajectory.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import signal
@@ -28,6 +27,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 import envs
+from agent.atomic_files import write_json_atomic
 from agent.view_pairs import ViewPairs
 from learner.augment import (
     ViewAugmentation,
@@ -312,6 +312,9 @@ def train(
                     for name, value in source.stats().items():
                         writer.add_scalar(f"data/{name}", value, step)
                     bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()} | {"img/s": f"{rate:.0f}"})
+                    # One line per log_every steps for the .log file and for consoles without a bar.
+                    log.info("train %s: step %d/%d, %s, %.0f images/s", cfg.method.name, step, total_steps,
+                             " ".join(f"{k} {v:.4f}" for k, v in values.items()), rate, extra={"progress": True})  # fmt: skip
                 bar.update(1)
                 if step % int(cfg.train.checkpoint_every) == 0:
                     checkpoint()
@@ -345,11 +348,22 @@ def train(
             from learner.evaluation import evaluate_encoder
 
             metrics["eval"] = evaluate_encoder(learner.model, cfg.env, cfg.eval, device, run_dir)
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        (run_dir / "loss_history.json").write_text(json.dumps(history))
+            log_eval_scalars(run_dir, metrics["eval"], step)
+        write_json_atomic(run_dir / "metrics.json", metrics)
+        write_json_atomic(run_dir / "loss_history.json", history)
     barrier(context)
     shutdown(context)
     return metrics
+
+
+def log_eval_scalars(run_dir: Path, scores: dict[str, Any], step: int) -> None:
+    """The evaluation's numbers as TensorBoard scalars ``eval/<name>`` beside the losses."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(run_dir / "tensorboard")) as writer:
+        for name, value in scores.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                writer.add_scalar(f"eval/{name}", value, step)
 
 
 def _window(steps: int) -> int:

@@ -1,0 +1,201 @@
+"""One check of the whole config before a console script writes anything.
+
+`validate_config` checks ranges and choices of every key, the consistency of keys that
+only make sense together (``train.dataset`` needs ``train.mode=offline``), and the env
+arguments through the env's own constructor checks (the env is built and closed, never
+rendered). `check_overrides` refuses ``+key=value`` for a key the schema does not have,
+which Hydra would otherwise add and every script would silently ignore. Every problem is
+a `ConfigError` whose message names the key, the value and what is expected; the console
+scripts (``conf.app``) print it as one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import OverrideType
+from omegaconf import DictConfig, OmegaConf
+
+from conf.schema import GROUP_OPTIONS, CiperConfig
+
+
+class ConfigError(ValueError):
+    """A mistake in the command line or the config: one line naming key, value and what is
+    expected; the console scripts exit with code 2 and write nothing."""
+
+
+# key: (smallest allowed value, whether None is allowed)
+_INT_AT_LEAST: dict[str, tuple[int, bool]] = {
+    "env.episode_steps": (1, False),
+    "collector.num_envs": (1, False), "collector.num_workers": (1, False), "collector.chunk_steps": (1, False),
+    "collector.lead_views": (0, True),
+    "buffer.capacity": (2, False), "buffer.max_offset": (1, False), "buffer.min_offset": (0, False),
+    "buffer.warmup_views": (0, False),
+    "dataset.steps": (1, False), "dataset.shard_size": (1, False),
+    "model.width": (1, False), "model.proj_hidden": (1, False), "model.proj_dim": (1, False),
+    "model.pred_hidden": (1, False),
+    "method.time_offset": (0, False), "optim.warmup_steps": (0, False),
+    "train.steps": (1, False), "train.batch_size": (2, False), "train.checkpoint_every": (1, False),
+    "train.log_every": (1, False), "train.stop_after": (1, True), "train.loader_workers": (0, False),
+    "eval.views_per_object": (2, False), "eval.objects_limit": (1, True), "eval.probe_epochs": (1, False),
+    "eval.knn_k": (1, False),
+    "report.steps": (1, False), "report.batch_size": (2, False), "report.dataset_steps": (1, False),
+    "report.simclr_tt_offset": (1, False),
+    "view.rows": (1, False), "view.steps": (1, False), "view.video_steps": (1, False), "view.fps": (1, False),
+    "view.upscale": (1, False),
+}  # fmt: skip
+_WHY = {"train.batch_size": " (NT-Xent needs a negative)", "report.batch_size": " (NT-Xent needs a negative)"}
+_POSITIVE = ("optim.lr", "method.temperature", "train.replay_ratio")
+_NOT_NEGATIVE = ("optim.weight_decay", "method.prediction_weight")
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "train.mode": ("online", "offline"),
+    "collector.kind": ("local", "ray"),
+    "collector.vectorization": ("async", "sync"),
+    "model.encoder": ("small", "resnet18"),
+    "model.stem": ("cifar", "imagenet"),
+    "env.renderer": ("tiny", "egl"),
+    "method.name": tuple(GROUP_OPTIONS["method"]),
+    "policy.name": tuple(GROUP_OPTIONS["policy"]),
+    "view.source": ("env", "dataset"),
+    "view.video_format": ("gif", "mp4"),
+}
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def schema_keys() -> list[str]:
+    """Every dotted key of the schema (``env.image_size``, ...), leaves only."""
+    keys: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        for key in node:
+            value = node._get_node(key)
+            if isinstance(value, DictConfig) and not prefix + key == "env.extra":
+                walk(value, f"{prefix}{key}.")
+            else:
+                keys.append(prefix + key)
+
+    walk(OmegaConf.structured(CiperConfig), "")
+    return keys
+
+
+def check_overrides(overrides: Iterable[str]) -> None:
+    """Refuse ``+key=value`` / ``++key=value`` for a key outside the schema (``env.extra.*``,
+    the free-form env arguments, excepted)."""
+    known = schema_keys()
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.key_or_group
+        adds = override.type in (OverrideType.ADD, OverrideType.FORCE_ADD)
+        if not adds or key.startswith("env.extra.") or key in GROUP_OPTIONS or key.startswith("hydra."):
+            continue
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ConfigError(
+            f"{override.input_line}: {key} is not a config key; {hint}set existing keys without '+' "
+            f"(e.g. {close[0] if close else 'train.steps'}=...), see --help"
+        )
+
+
+_ABSENT = object()
+
+
+def _check_ranges(cfg: DictConfig) -> None:
+    for key, (minimum, none_ok) in _INT_AT_LEAST.items():
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is _ABSENT or (value is None and none_ok):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            expected = f"an int >= {minimum}" + (" or null" if none_ok else "")
+            raise ConfigError(f"{key}={value!r}: expected {expected}{_WHY.get(key, '')}")
+    for key in (*_POSITIVE, *_NOT_NEGATIVE):
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is _ABSENT:
+            continue
+        positive = key in _POSITIVE
+        if not (value > 0 if positive else value >= 0):
+            raise ConfigError(f"{key}={value!r}: expected a number {'> 0' if positive else '>= 0'}")
+    for key, choices in _CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"{key}={value!r}: expected one of {', '.join(choices)}")
+    for key in ("report.methods",):
+        for method in OmegaConf.select(cfg, key):
+            if method not in GROUP_OPTIONS["method"]:
+                raise ConfigError(f"{key} holds {method!r}: expected names from {', '.join(GROUP_OPTIONS['method'])}")
+    if not cfg.report.seeds:
+        raise ConfigError("report.seeds=[]: expected at least one seed")
+
+
+def _check_consistency(cfg: DictConfig) -> None:
+    if cfg.buffer.min_offset > cfg.buffer.max_offset:
+        raise ConfigError(
+            f"buffer.min_offset={cfg.buffer.min_offset}: expected <= buffer.max_offset={cfg.buffer.max_offset}"
+        )
+    if cfg.train.dataset is not None and cfg.train.mode != "offline":
+        raise ConfigError(
+            f"train.dataset={cfg.train.dataset}: given with train.mode={cfg.train.mode}, which does not read it; "
+            "add train.mode=offline (or drop train.dataset)"
+        )
+    if cfg.train.mode == "offline" and cfg.train.dataset is None:
+        raise ConfigError("train.mode=offline: expected train.dataset=PATH too (a folder written by ciper-rollout)")
+    device = str(cfg.train.device)
+    if not _DEVICE.match(device):
+        raise ConfigError(f"train.device={device!r}: expected auto, cpu, cuda or cuda:N")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device={device}: CUDA is not available on this machine; use auto or cpu")
+
+
+def _env_error(error: Exception, env_cfg: DictConfig) -> ConfigError:
+    """The env's own message with the argument renamed to its config key."""
+    message = (str(error).splitlines() or [type(error).__name__])[0]
+    message = message.split(" was raised from the environment creator")[0]  # gymnasium's wrapping
+    unexpected = re.search(r"unexpected keyword argument '(\w+)'", message)
+    if unexpected:
+        name = unexpected.group(1)
+        value = (env_cfg.extra or {}).get(name)
+        return ConfigError(f"env.extra.{name}={value!r}: not an argument of {env_cfg.id}")
+    name = message.split("=", 1)[0] if "=" in message.split(":", 1)[0] else ""
+    if name in env_cfg and name != "extra":
+        return ConfigError(f"env.{message}")
+    if name in (env_cfg.extra or {}):
+        return ConfigError(f"env.extra.{message}")
+    return ConfigError(f"env ({env_cfg.id}): {message}")
+
+
+def check_env_arguments(env_cfg: DictConfig, splits: Iterable[tuple[str, str]] = ()) -> None:
+    """Build (and close) the env with ``env_cfg``'s arguments so its constructor checks them,
+    once per extra ``(key, split)`` too (evaluation splits). Nothing is rendered."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401  (registers the ids)
+    from agent.collector import env_kwargs
+
+    registered = sorted(k for k in gym.registry if k.startswith("ciper/"))
+    if env_cfg.id not in registered:
+        raise ConfigError(f"env.id={env_cfg.id!r}: expected one of {', '.join(registered)}")
+    kwargs = env_kwargs(env_cfg)
+    for key, split in (("env.split", kwargs["split"]), *splits):
+        try:
+            gym.make(env_cfg.id, **{**kwargs, "split": split}).close()
+        except (ValueError, TypeError, FileNotFoundError, KeyError) as error:
+            converted = _env_error(error, env_cfg)
+            if key != "env.split" and str(converted).startswith("env.split="):
+                converted = ConfigError(str(converted).replace("env.split=", f"{key}=", 1))
+            raise converted from error
+
+
+def validate_config(cfg: DictConfig, check_env: bool = True) -> None:
+    """Raise `ConfigError` for the first key of ``cfg`` out of range or inconsistent."""
+    _check_ranges(cfg)
+    _check_consistency(cfg)
+    if check_env:
+        splits = {cfg.eval.train_split: "eval.train_split", cfg.eval.test_split: "eval.test_split"}
+        check_env_arguments(cfg.env, [(key, split) for split, key in splits.items() if split != cfg.env.split])
