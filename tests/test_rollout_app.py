@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from agent.dataset import ViewPairDataset
 from agent.shards import CHECKSUMS_NAME, read_manifest, shard_index, verify_shard
@@ -103,3 +104,65 @@ def test_other_env_config_is_refused_naming_the_keys_unless_overwrite(tmp_path):
     assert manifest["header"]["env"]["image_size"] == 24 and manifest["counts"]["transitions"] == 40
     assert manifest["fields"]["view"]["shape"] == [24, 24, 3]
     assert manifest["shards"][0]["renderer"] == "tiny"
+
+
+def dataset_snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
+    """(inode, mtime_ns, size) of every path under ``root``: any write or replace shows."""
+    return {str(p.relative_to(root)): (p.stat().st_ino, p.stat().st_mtime_ns, p.stat().st_size) for p in root.rglob("*")}
+
+
+def test_a_rerun_never_shrinks_the_dataset_and_a_complete_one_is_not_written(tmp_path):
+    dataset = tmp_path / "data"
+    small = ("dataset.steps=40", "dataset.shard_size=20")
+    assert run_rollout(dataset, tmp_path / "run_a", *small).returncode == 0
+    before = dataset_snapshot(dataset)
+
+    shrink = run_rollout(dataset, tmp_path / "run_b", "dataset.steps=30", "dataset.shard_size=20")
+    assert shrink.returncode == 2 and "Traceback" not in shrink.stderr
+    line = shrink.stderr.strip().splitlines()[-1]
+    assert "dataset.steps=30" in line and "already holds 40 transitions" in line and "dataset.overwrite=true" in line
+    assert dataset_snapshot(dataset) == before and not (tmp_path / "run_b").exists()
+
+    other = run_rollout(dataset, tmp_path / "run_c", *small, "env.image_size=24")
+    assert other.returncode == 2 and "env.image_size: 32 -> 24" in other.stderr.strip().splitlines()[-1]
+    assert dataset_snapshot(dataset) == before and not (tmp_path / "run_c").exists()
+
+    mode = dataset.stat().st_mode
+    for path in [dataset, *dataset.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)  # read-only (root ignores it; the snapshot does not)
+    try:
+        again = run_rollout(dataset, tmp_path / "run_d", *small)
+    finally:
+        for path in [*dataset.rglob("*"), dataset]:
+            path.chmod(path.stat().st_mode | 0o200)
+        dataset.chmod(mode)
+    assert again.returncode == 0, again.stderr
+    assert dataset_snapshot(dataset) == before
+    assert json.loads((tmp_path / "run_d" / "metrics.json").read_text())["shards_written"] == 0
+
+    cut = run_rollout(dataset, tmp_path / "run_e", "dataset.steps=30", "dataset.shard_size=20", "dataset.overwrite=true")
+    assert cut.returncode == 0, cut.stderr
+    assert read_manifest(dataset)["counts"]["transitions"] == 30
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_complete_shards_says_so_in_one_line_and_workers_stay_quiet(tmp_path):
+    dataset = tmp_path / "data"
+    command = rollout_command(dataset, tmp_path / "run", "collector.vectorization=async")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (dataset / "shard_00000").is_dir() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.01)
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole process group
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    line = stderr.strip().splitlines()[-1]
+    assert line.startswith("ciper-rollout: interrupted; ") and "rerun the same command" in line
+    kept = read_manifest(dataset)["counts"]["transitions"]
+    assert f"({kept}/{STEPS} transitions) kept in {dataset}" in line
