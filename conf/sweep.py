@@ -1,17 +1,19 @@
 """A summary table over a multirun sweep (``ciper-train -m method=ciper,simclr ...``).
 
-Hydra runs one job per combination into ``<sweep dir>/<num>_<overrides>/``. When the sweep
-ends, `SweepSummary` reads every job's ``metrics.json`` and ``.hydra/overrides.yaml`` and
-writes one row per job (its overrides, then its headline numbers) to ``summary.md`` in the
-sweep folder, and prints it.
+Hydra runs one job per combination into ``<sweep dir>/<n>/``. When the sweep ends,
+`SweepSummary` reads every job's ``metrics.json`` and ``.hydra/overrides.yaml`` and writes
+one row per job (the values of the swept keys, then its headline numbers) to ``summary.md``
+in the sweep folder, and prints it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -36,16 +38,19 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def summary_table(sweep_dir: Path) -> str:
-    """A Markdown table with one row per job folder of ``sweep_dir``."""
+def summary_table(sweep_dir: Path, swept: Iterable[str] = ()) -> str:
+    """A Markdown table with one row per job folder of ``sweep_dir``; the overrides column
+    shows the ``swept`` keys (all overrides when none are given)."""
+    swept = set(swept)
     rows: list[dict[str, Any]] = []
-    for job in sorted((p for p in sweep_dir.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()),
-                      key=lambda p: int(p.name.split("_", 1)[0]) if p.name.split("_", 1)[0].isdigit() else 0):  # fmt: skip
-        overrides = OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "overrides.yaml"))
+    jobs = [p for p in sweep_dir.iterdir() if p.name.isdigit() and (p / ".hydra" / "overrides.yaml").is_file()]
+    for job in sorted(jobs, key=lambda p: int(p.name)):
+        overrides = [str(o) for o in OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "overrides.yaml"))]  # type: ignore[union-attr]
+        shown_overrides = [o for o in overrides if not swept or o.split("=", 1)[0].lstrip("+~") in swept]
         metrics_path = job / "metrics.json"
         metrics = flatten(json.loads(metrics_path.read_text())) if metrics_path.is_file() else {"completed": "no metrics"}
         shown = {k: v for k, v in metrics.items() if k.startswith(SUMMARY_PREFIXES) and not isinstance(v, list)}
-        rows.append({"job": job.name.split("_", 1)[0], "overrides": " ".join(overrides), **shown})  # type: ignore[arg-type]
+        rows.append({"job": job.name, "overrides": " ".join(shown_overrides), **shown})
     if not rows:
         return f"no finished jobs in {sweep_dir}"
     columns = list(dict.fromkeys(k for row in rows for k in row))
@@ -61,6 +66,7 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        table = summary_table(sweep_dir)
+        parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+        table = summary_table(sweep_dir, [o.key_or_group for o in parsed if o.is_sweep_override()])
         (sweep_dir / "summary.md").write_text(table + "\n")
         print(f"\n{table}\n\nsummary: {sweep_dir / 'summary.md'}")
