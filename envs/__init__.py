@@ -22,7 +22,8 @@ __all__ = ["OBJECT_VIEW_ID", "IMAGE_VIEW_ID", "world_module"]
 def world_module(env_id: str):
     """The pure-numpy state/action module of an env id (``envs.scene_state`` or
     ``envs.image_state``): both expose ``relative_action``, ``relative_action_names``,
-    ``relative_action_discrete``, ``absolute_pose``, ``action_dims`` and ``STATE_FIELDS``."""
+    ``relative_action_discrete``, ``absolute_pose``, ``absolute_pose_names``,
+    ``nuisance_state``, ``nuisance_names``, ``action_dims`` and ``STATE_FIELDS``."""
     import importlib
 
     modules = {OBJECT_VIEW_ID: "envs.scene_state", IMAGE_VIEW_ID: "envs.image_state"}
