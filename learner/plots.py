@@ -42,8 +42,11 @@ def embedding_plot(
     title: str = "",
     cyclic: Iterable[str] = DEFAULT_CYCLIC,
     point_size: float = 6.0,
+    axis_labels: tuple[str, str] | None = None,
 ) -> Path:
     """Side-by-side scatter panels of the same 2-D embedding, one per colouring.
+
+    ``axis_labels`` names the two axes (e.g. ``("PC1 (23% of variance)", "PC2 (11%)")``).
 
     Integer, bool and string arrays are categorical (tab20 colours, a legend when there
     are at most 12 categories); float arrays are continuous with a colourbar, using the
@@ -74,7 +77,8 @@ def embedding_plot(
             if len(categories) <= 12:
                 for code, category in enumerate(categories):
                     ax.scatter([], [], color=palette(code % palette.N), label=str(category), s=20)
-                ax.legend(fontsize=7, markerscale=1.0, loc="best", frameon=False)
+                # Beside the panel, never over the points.
+                ax.legend(fontsize=7, markerscale=1.0, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
         else:
             cmap = "twilight" if name in cyclic_names else "viridis"
             artist = ax.scatter(
@@ -89,6 +93,9 @@ def embedding_plot(
         ax.set_title(name)
         ax.set_xticks([])
         ax.set_yticks([])
+        if axis_labels is not None:
+            ax.set_xlabel(axis_labels[0])
+            ax.set_ylabel(axis_labels[1])
     if title:
         fig.suptitle(title)
     out = _prepare(path)
@@ -140,10 +147,12 @@ def metric_bars(
     table: Mapping[str, Mapping[str, tuple[float, float]]],
     path: PathLike,
     title: str = "",
+    chance: Mapping[str, float] | None = None,
 ) -> Path:
-    """Grouped bar chart: one group per metric, one bar per method, error bar = std.
+    """One panel per metric (each with its own scale), one bar per method, error bar = std.
 
-    ``table[method][metric] = (mean, std)``; a missing entry leaves a gap.
+    ``table[method][metric] = (mean, std)``; a missing entry leaves a gap. ``chance[metric]``
+    draws a dashed line at the chance level of that metric.
     """
     if not table:
         raise ValueError("table={}: expected at least one method")
@@ -153,31 +162,27 @@ def metric_bars(
     if not metrics:
         raise ValueError("table has no metrics: expected table[method][metric] = (mean, std)")
     methods = list(table)
-    width = 0.8 / len(methods)
-    positions = np.arange(len(metrics))
     palette = matplotlib.colormaps["tab10"]
-    fig = Figure(
-        figsize=(max(4.0, 1.1 * len(metrics) * max(1, len(methods) / 2)), 3.8), layout="constrained"
-    )
-    ax = fig.subplots()
-    for index, method in enumerate(methods):
-        cells = [table[method].get(metric, (np.nan, np.nan)) for metric in metrics]
+    columns = min(4, len(metrics))
+    rows = -(-len(metrics) // columns)
+    fig = Figure(figsize=(max(3.0, 0.45 * len(methods) + 1.2) * columns, 2.8 * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).reshape(-1)
+    positions = np.arange(len(methods))
+    for ax, metric in zip(axes, metrics, strict=False):
+        cells = [table[method].get(metric, (np.nan, np.nan)) for method in methods]
         means = np.array([cell[0] for cell in cells], dtype=np.float64)
         stds = np.array([cell[1] for cell in cells], dtype=np.float64)
-        ax.bar(
-            positions + (index - (len(methods) - 1) / 2) * width,
-            means,
-            width,
-            yerr=stds,
-            capsize=3,
-            color=palette(index % palette.N),
-            label=method,
-        )
-    ax.set_xticks(positions, metrics, rotation=20, ha="right")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, frameon=False)
+        ax.bar(positions, means, 0.8, yerr=stds, capsize=3, color=[palette(i % palette.N) for i in positions])
+        if chance is not None and metric in chance:
+            ax.axhline(chance[metric], color="0.3", linestyle="--", linewidth=1, label="chance")
+            ax.legend(fontsize=7, frameon=False)
+        ax.set_xticks(positions, methods, rotation=30, ha="right", fontsize=8)
+        ax.set_title(metric, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
     if title:
-        ax.set_title(title)
+        fig.suptitle(title)
     out = _prepare(path)
     fig.savefig(out, dpi=110)
     return out
