@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from agent.atomic_files import fsync_dir, write_json_atomic
 from agent.transitions import TransitionBatch
 
 FORMAT_NAME = "ciper-view-shards"
@@ -52,33 +53,6 @@ def shard_index(name: str) -> int | None:
 
 
 # ---------------------------------------------------------------- durable file writes
-
-
-def _fsync_dir(path: Path) -> None:
-    # A rename is durable only once the directory entry itself reaches the disk.
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` so that ``path`` holds either the old or the new JSON, never a mix."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as error:
-        tmp.unlink(missing_ok=True)  # a full disk gets the partial file's space back
-        if isinstance(error, OSError) and error.filename is None:  # name the file, not just ENOSPC
-            raise OSError(error.errno, error.strerror, str(path)) from error
-        raise
-    _fsync_dir(path.parent)
 
 
 def _write_npy(path: Path, array: np.ndarray) -> dict[str, Any]:
@@ -195,8 +169,9 @@ def remove_dataset(root: str | Path) -> None:
     for path in root.glob("shard_*"):
         if path.is_dir() and (shard_index(path.name) is not None or path.suffix == ".tmp"):
             shutil.rmtree(path)
-    for name in (MANIFEST_NAME, MANIFEST_NAME + ".tmp"):
-        (root / name).unlink(missing_ok=True)
+    (root / MANIFEST_NAME).unlink(missing_ok=True)
+    for stale in root.glob(f".{MANIFEST_NAME}.*.tmp"):  # agent.atomic_files' temporary names
+        stale.unlink()
 
 
 class ShardWriter:
@@ -353,12 +328,12 @@ class ShardWriter:
             }
             # checksums.json lets a shard be verified before the manifest lists it (see adopt_orphans).
             write_json_atomic(tmp / CHECKSUMS_NAME, {"entry": entry, "fields": specs})
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)  # e.g. a full disk: free the partial shard now
             raise
         os.rename(tmp, self.root / name)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         self._record(entry)
         self._save_manifest()
         return entry

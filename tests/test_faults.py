@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import agent.atomic_files as atomic_files
 import agent.shards as shards
 from agent.dataset import ViewPairDataset
 from agent.rollout_app import rollout
@@ -167,6 +168,7 @@ def fill_disk_at(monkeypatch, matches) -> dict[str, Path]:
         return handle
 
     monkeypatch.setattr(shards, "open", filling_open, raising=False)
+    monkeypatch.setattr(atomic_files, "open", filling_open, raising=False)  # manifest, checksums
     return failed
 
 
@@ -185,10 +187,15 @@ def assert_only_complete_shards(root: Path) -> int:
     return listed
 
 
+def is_temporary_of(path: Path, name: str) -> bool:
+    """Whether ``path`` is the temporary file an atomic write of ``name`` goes through."""
+    return path.name.startswith(f".{name}.") and path.name.endswith(".tmp")
+
+
 FAIL_POINTS = {
     "view.npy": lambda p: p.parent.name == "shard_00002.tmp" and p.name == "view.npy",
-    "checksums.json": lambda p: p.parent.name == "shard_00002.tmp" and p.name == CHECKSUMS_NAME + ".tmp",
-    "manifest.json": lambda p: p.name == MANIFEST_NAME + ".tmp" and (p.parent / "shard_00002").is_dir(),
+    "checksums.json": lambda p: p.parent.name == "shard_00002.tmp" and is_temporary_of(p, CHECKSUMS_NAME),
+    "manifest.json": lambda p: is_temporary_of(p, MANIFEST_NAME) and (p.parent / "shard_00002").is_dir(),
 }
 
 
@@ -201,7 +208,7 @@ def test_disk_full_during_a_shard_write_keeps_earlier_shards_and_the_rerun_compl
     failed = fill_disk_at(monkeypatch, FAIL_POINTS[fail_point])
     with pytest.raises(OSError) as full:
         rollout(cfg)
-    assert full.value.errno == errno.ENOSPC and failed["path"].name.startswith(fail_point)
+    assert full.value.errno == errno.ENOSPC and fail_point in failed["path"].name
     # The error names the file it could not write, not just "No space left on device".
     assert str(failed["path"].parent) in str(full.value)
     assert assert_only_complete_shards(dataset) == 40  # shards 0 and 1; a complete, unlisted 2 is fine
