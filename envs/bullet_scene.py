@@ -20,7 +20,6 @@ import colorsys
 import functools
 import math
 import pkgutil
-import shutil
 import tempfile
 import warnings
 import zlib
@@ -189,7 +188,9 @@ class BulletScene:
         self.shadows = shadows
         self.renderer = self._start_renderer(renderer)
         # Textures and texture-mapped meshes are files pybullet reads once; they live here.
-        self._files = Path(tempfile.mkdtemp(prefix="ciper_scene_"))
+        # A TemporaryDirectory is removed at close() or, for a scene never closed, when collected.
+        self._folder = tempfile.TemporaryDirectory(prefix="ciper_scene_")
+        self._files = Path(self._folder.name)
         self._shape_cache: dict[str, tuple[int, int]] = {}  # object_id -> (shape, texture)
         self._body: int | None = None
         self._object_key: str | None = None
@@ -330,4 +331,5 @@ class BulletScene:
             except pb.error:
                 pass
             self.client = -1
-        shutil.rmtree(getattr(self, "_files", ""), ignore_errors=True)
+        if getattr(self, "_folder", None) is not None:
+            self._folder.cleanup()
