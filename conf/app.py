@@ -23,14 +23,13 @@ from typing import Any
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from conf.help import help_text
 from conf.schema import register_configs
 from conf.validate import ConfigError, check_overrides, validate_config
 
-__all__ = ["ConfigError", "hydra_app", "overridden_keys"]
+__all__ = ["ConfigError", "hydra_app", "override_key", "overridden_keys"]
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -72,11 +71,16 @@ def register_app(name: str) -> None:
     ConfigStore.instance().store(name=name, node={"defaults": ["ciper", "_self_"], "hydra": hydra_settings})
 
 
+def override_key(override: str) -> str:
+    """The config key of a ``key=value`` override (without Hydra's ``+``/``++``/``~`` prefix)."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def overridden_keys() -> set[str]:
-    """Dotted keys given on this run's command line (``+``/``++``/``~`` stripped)."""
+    """Dotted keys given on this run's command line (empty outside a Hydra app)."""
     if not HydraConfig.initialized():
         return set()
-    return {o.key_or_group for o in OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))}
+    return {override_key(o) for o in HydraConfig.get().overrides.task}
 
 
 def _remove_if_empty(run_dir: Path) -> None:

@@ -17,6 +17,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from conf.app import override_key
+
 # metrics.json entries shown, flattened (dotted); whatever a job's metrics lack stays empty.
 SUMMARY_PREFIXES = ("completed", "steps", "stopped_by", "losses_last.", "eval.", "transitions", "images_per_s")
 
@@ -46,7 +48,7 @@ def summary_table(sweep_dir: Path, swept: Iterable[str] = ()) -> str:
     jobs = [p for p in sweep_dir.iterdir() if p.name.isdigit() and (p / ".hydra" / "overrides.yaml").is_file()]
     for job in sorted(jobs, key=lambda p: int(p.name)):
         overrides = [str(o) for o in OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "overrides.yaml"))]  # type: ignore[union-attr]
-        shown_overrides = [o for o in overrides if not swept or o.split("=", 1)[0].lstrip("+~") in swept]
+        shown_overrides = [o for o in overrides if not swept or override_key(o) in swept]
         metrics_path = job / "metrics.json"
         metrics = flatten(json.loads(metrics_path.read_text())) if metrics_path.is_file() else {"completed": "no metrics"}
         shown = {k: v for k, v in metrics.items() if k.startswith(SUMMARY_PREFIXES) and not isinstance(v, list)}

@@ -35,7 +35,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from conf.app import hydra_app
+from conf.app import hydra_app, override_key
 from conf.compose import compose_config
 from learner import report
 from learner.plots import loss_curves, metric_bars
@@ -48,11 +48,6 @@ RAW_PIXEL_SIDE = 16
 # Keys the report sets itself; the same key among the user's overrides is replaced.
 _REPORT_KEYS = ("method", "train.seed", "train.steps", "train.batch_size", "model.encoder", "train.mode",
                 "train.dataset", "train.evaluate", "method.time_offset", "dataset.path", "dataset.steps")  # fmt: skip
-
-
-def override_key(override: str) -> str:
-    """The config key of a ``key=value`` override (without Hydra's ``+``/``++``/``~`` prefix)."""
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def passed_through(user_overrides: Sequence[str]) -> list[str]:
