@@ -88,6 +88,8 @@ def check_overrides(overrides: Iterable[str]) -> None:
     known = schema_keys()
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group
+        if key == "run_dir":  # Hydra makes its own folder; one way to choose it
+            raise ConfigError(f"{override.input_line}: choose the run folder with hydra.run.dir=PATH")
         adds = override.type in (OverrideType.ADD, OverrideType.FORCE_ADD)
         if not adds or key.startswith("env.extra.") or key in GROUP_OPTIONS or key.startswith("hydra."):
             continue

@@ -100,3 +100,16 @@ def test_ctrl_c_on_online_training_checkpoints_and_prints_the_resume_line(tmp_pa
     line = stderr.strip().splitlines()[-1]
     assert line.startswith("ciper-train: stopped by SIGINT at step ") and f"hydra.run.dir={run_dir}" in line
     assert json.loads((run_dir / "metrics.json").read_text())["stopped_by"] == "SIGINT"
+
+
+def test_evaluation_scores_go_to_tensorboard_beside_the_losses(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from learner.train import log_eval_scalars
+
+    log_eval_scalars(tmp_path, {"category_top1": 0.25, "relative_pose_r2": -0.5, "note": "text"}, step=7)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == {"eval/category_top1", "eval/relative_pose_r2"}
+    (point,) = events.Scalars("eval/category_top1")
+    assert point.step == 7 and point.value == 0.25

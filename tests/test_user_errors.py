@@ -41,7 +41,6 @@ def run_script(script: str, *args: str, cwd: Path, env: dict[str, str] | None = 
 BAD_INPUT = [
     ("ciper-train", ["+train.step=10"], ["+train.step=10", "not a config key", "train.steps"]),
     ("ciper-train", ["train.steps=0"], ["train.steps=0", "expected an int >= 1"]),
-    ("ciper-train", ["train.steps=-5"], ["train.steps=-5", "expected an int >= 1"]),
     ("ciper-train", ["train.batch_size=1"], ["train.batch_size=1", "expected an int >= 2"]),
     ("ciper-train", ["train.dataset=data/rollout"], ["train.dataset=data/rollout", "train.mode=offline"]),
     ("ciper-train", ["train.mode=offline"], ["train.mode=offline", "train.dataset=PATH"]),
@@ -52,6 +51,7 @@ BAD_INPUT = [
     ("ciper-eval", [], ["eval.checkpoint=null", "eval.checkpoint=PATH"]),
     ("ciper-eval", ["eval.checkpoint=notes.txt"], ["eval.checkpoint=notes.txt", "not a checkpoint"]),
     ("ciper-view", ["view.video_format=avi"], ["view.video_format='avi'", "expected one of gif, mp4"]),
+    ("ciper-view", ["run_dir=out"], ["run_dir=out", "hydra.run.dir=PATH"]),
 ]
 
 
