@@ -30,6 +30,7 @@ from agent.rollout_app import MemorySink, resolve_path
 from agent.shards import read_manifest
 from agent.transitions import TransitionBatch
 from conf.app import hydra_app
+from conf.validate import ConfigError
 from envs.catalog import load_catalog
 
 SOURCES = ("env", "dataset")
@@ -218,7 +219,16 @@ def _task(cfg: DictConfig) -> None:
     print(f"views of {outputs['source']}\ngrid:  {outputs['grid']}\nvideo: {outputs['video']}")
 
 
-main = hydra_app(_task)
+def check_source(cfg: DictConfig) -> None:
+    """``view.source=dataset`` needs a dataset at ``dataset.path`` (checked before writing)."""
+    if cfg.view.source == "dataset" and read_manifest(resolve_path(cfg.dataset.path)) is None:
+        raise ConfigError(
+            f"dataset.path={cfg.dataset.path}: no dataset there (no manifest.json) for view.source=dataset; "
+            "write one with ciper-rollout, or use view.source=env"
+        )
+
+
+main = hydra_app(_task, check=check_source)
 
 if __name__ == "__main__":
     main()

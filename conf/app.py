@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +30,7 @@ from conf.help import help_text
 from conf.schema import register_configs
 from conf.validate import ConfigError, check_overrides, validate_config
 
-__all__ = ["ConfigError", "hydra_app", "override_key", "overridden_keys"]
+__all__ = ["ConfigError", "hydra_app", "override_key", "overridden_keys", "rerun_command"]
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -81,6 +82,12 @@ def overridden_keys() -> set[str]:
     if not HydraConfig.initialized():
         return set()
     return {override_key(o) for o in HydraConfig.get().overrides.task}
+
+
+def rerun_command(name: str, run_dir: Path) -> str:
+    """This run's command line with its folder pinned: running it again resumes the run."""
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    return shlex.join([name, *overrides, f"hydra.run.dir={run_dir}"])
 
 
 def _remove_if_empty(run_dir: Path) -> None:
@@ -146,7 +153,8 @@ def hydra_app(
         except KeyboardInterrupt:
             if full_error:
                 raise
-            print(f"{name}: interrupted; what was written so far is in {run_dir}", file=sys.stderr)
+            print(f"{name}: interrupted; what was written so far is in {run_dir}; to go on: "
+                  f"{rerun_command(name, run_dir)}", file=sys.stderr)  # fmt: skip
             sys.exit(EXIT_INTERRUPTED)
 
     # The config tree lives in the ConfigStore; an explicit directory (this one, which holds

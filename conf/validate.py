@@ -12,6 +12,7 @@ scripts (``conf.app``) print it as one line and exit with code 2.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -145,6 +146,8 @@ def _check_consistency(cfg: DictConfig) -> None:
         )
     if cfg.train.mode == "offline" and cfg.train.dataset is None:
         raise ConfigError("train.mode=offline: expected train.dataset=PATH too (a folder written by ciper-rollout)")
+    if cfg.collector.kind == "ray" and importlib.util.find_spec("ray") is None:
+        raise ConfigError("collector.kind=ray: Ray is not installed; pip install -e '.[distributed]', or collector=local")
     device = str(cfg.train.device)
     if not _DEVICE.match(device):
         raise ConfigError(f"train.device={device!r}: expected auto, cpu, cuda or cuda:N")

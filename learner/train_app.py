@@ -17,18 +17,16 @@ A signal (Ctrl-C, SIGTERM) checkpoints and ends with the line that resumes the r
 from __future__ import annotations
 
 import json
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agent.atomic_files import write_json_atomic
 from agent.rollout_app import header_differences, resolve_path
 from agent.shards import read_manifest
-from conf.app import hydra_app, overridden_keys
+from conf.app import hydra_app, overridden_keys, rerun_command
 from conf.validate import ConfigError
 from learner.train import print_summary, train
 
@@ -120,12 +118,6 @@ def finished_metrics(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     return metrics if metrics.get("completed") and metrics.get("steps", 0) >= cfg.train.steps else None
 
 
-def resume_command(run_dir: Path) -> str:
-    """The command line that resumes this run in its folder."""
-    overrides = [o for o in HydraConfig.get().overrides.task] if HydraConfig.initialized() else []
-    return shlex.join(["ciper-train", *overrides, f"hydra.run.dir={run_dir}"])
-
-
 def run(cfg: DictConfig) -> None:
     """Train as configured; print what was learned; files go to the run folder."""
     run_dir = Path(cfg.run_dir)
@@ -147,7 +139,7 @@ def run(cfg: DictConfig) -> None:
     print(f"run folder: {run_dir}")
     if metrics["stopped_by"] and not metrics["completed"]:
         print(f"ciper-train: stopped by {metrics['stopped_by']} at step {metrics['steps']}/{cfg.train.steps}; "
-              f"checkpoint kept in {metrics['checkpoint']}; resume with: {resume_command(run_dir)}", file=sys.stderr)  # fmt: skip
+              f"checkpoint kept in {metrics['checkpoint']}; resume with: {rerun_command('ciper-train', run_dir)}", file=sys.stderr)  # fmt: skip
 
 
 main = hydra_app(run, check=check_run)

@@ -52,6 +52,7 @@ BAD_INPUT = [
     ("ciper-eval", ["eval.checkpoint=notes.txt"], ["eval.checkpoint=notes.txt", "not a checkpoint"]),
     ("ciper-view", ["view.video_format=avi"], ["view.video_format='avi'", "expected one of gif, mp4"]),
     ("ciper-view", ["run_dir=out"], ["run_dir=out", "hydra.run.dir=PATH"]),
+    ("ciper-view", ["view.source=dataset", "dataset.path=missing"], ["dataset.path=missing", "no dataset"]),
 ]
 
 
