@@ -1,4 +1,4 @@
-"""Tests of the object catalogue (envs/catalog.py) and the procedural shape library."""
+"""Tests of the object catalogue (envs/catalog.py) and the procedural shape library (tools/build_meshes.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import numpy as np
 import pybullet as p
 import pytest
 
-from envs import procedural_meshes
 from envs.catalog import (
     SELECTIONS,
     ObjectCatalog,
@@ -19,6 +18,7 @@ from envs.catalog import (
     load_catalog,
     load_obj_vertices,
 )
+from tools import build_meshes
 
 ASSETS = default_catalog_path().parent
 HEADER = "object_id,category,mesh,scale,split,rgba"
@@ -116,12 +116,12 @@ def test_instances_of_a_category_differ_in_shape(catalog: ObjectCatalog) -> None
 
 def test_regeneration_is_deterministic(tmp_path: Path) -> None:
     categories = ["mug", "star", "table"]
-    written = procedural_meshes.write_meshes(tmp_path, categories)
-    assert len(written) == 3 * procedural_meshes.INSTANCES_PER_CATEGORY
+    written = build_meshes.write_meshes(tmp_path, categories)
+    assert len(written) == 3 * build_meshes.INSTANCES_PER_CATEGORY
     for path in written:
         committed = ASSETS / path.relative_to(tmp_path)
         assert path.read_bytes() == committed.read_bytes(), committed
-    rows = procedural_meshes.catalogue_rows(procedural_meshes.CATEGORIES)
+    rows = build_meshes.catalogue_rows(build_meshes.CATEGORIES)
     committed_rows = list(csv.DictReader((ASSETS / "objects.csv").open()))[: len(rows)]
     assert rows == committed_rows
 

@@ -1,0 +1,1 @@
+"""Developer build scripts (``python -m tools.<script>``); no runtime package imports them."""
