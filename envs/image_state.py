@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.scene_state import ActionDim, wrap_angle, wrap_unit
+from envs.actions import ActionDim, max_steps, select_action_dims, wrap_angle, wrap_unit
 
 STATE_FIELDS: tuple[str, ...] = (
     "crop_x",
@@ -103,16 +103,12 @@ _BOUNDS: dict[str, tuple[float, float, bool]] = {
 
 def action_dims(action_set: str) -> tuple[ActionDim, ...]:
     """The action dimensions of ``action_set``; raises naming the valid sets."""
-    if not isinstance(action_set, str) or action_set not in ACTION_SETS:  # a list is unhashable
-        raise ValueError(
-            f"action_set={action_set!r}: expected one of {sorted(ACTION_SETS)}"
-        )
-    return ACTION_SETS[action_set]
+    return select_action_dims(ACTION_SETS, action_set)
 
 
 def action_max_steps(action_set: str) -> np.ndarray:
     """Physical size of a normalised action of 1.0, per dimension of ``action_set``."""
-    return np.array([d.max_step for d in action_dims(action_set)], dtype=np.float64)
+    return max_steps(action_dims(action_set))
 
 
 # ---------------------------------------------------------------- state transitions

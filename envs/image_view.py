@@ -18,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.actions import validate_action
 from envs.human_window import close_window, show_frame
 from envs.image_sources import ImageSet, load_image_set
 from envs.image_state import (
@@ -31,7 +32,6 @@ from envs.image_state import (
     random_state,
     validate_state,
 )
-from envs.scene_state import validate_action
 from envs.view_arguments import check_view_arguments
 
 NUISANCE_MODES = ("per_step", "per_episode")

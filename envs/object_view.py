@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.actions import validate_action
 from envs.bullet_scene import BulletScene
 from envs.catalog import ObjectCatalog, load_catalog
 from envs.human_window import close_window, show_frame
@@ -18,7 +19,6 @@ from envs.scene_state import (
     apply_action,
     random_state,
     redraw_nuisance,
-    validate_action,
 )
 from envs.view_arguments import check_view_arguments
 

@@ -4,7 +4,8 @@ This module is the single source of truth for what a scene state vector holds, w
 action dimension does in physical units, and how the relative action between two views is
 computed from their absolute states (the way 3DIEBench derives it from its latents). It is
 pure numpy so the agent (pair sampling) and the learner (targets, evaluation) can share it
-without touching pybullet.
+without touching pybullet. The rules every world's actions follow (checks, wrapping) live
+in :mod:`envs.actions`, the rotation maths in :mod:`envs.quaternions`.
 
 State vector (float64, ``STATE_FIELDS`` order):
 
@@ -25,9 +26,18 @@ idx   name                range                   unit / meaning
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+
+from envs.actions import ActionDim, max_steps, select_action_dims, wrap_angle, wrap_unit
+from envs.quaternions import (
+    quat_canonical,
+    quat_conjugate,
+    quat_from_rotvec,
+    quat_multiply,
+    quat_to_matrix,
+    random_quaternion,
+    rotvec_from_quat,
+)
 
 STATE_FIELDS: tuple[str, ...] = (
     "camera_azimuth",
@@ -57,15 +67,6 @@ LIGHT_ELEVATION_MIN = np.deg2rad(10.0)
 LIGHT_ELEVATION_MAX = np.deg2rad(85.0)
 
 
-@dataclass(frozen=True)
-class ActionDim:
-    """One action dimension: a normalised value in [-1, 1] times ``max_step`` ``unit``s."""
-
-    name: str
-    max_step: float
-    unit: str
-
-
 CAMERA_DIMS = (
     ActionDim("camera_azimuth", np.deg2rad(15.0), "rad"),
     ActionDim("camera_elevation", np.deg2rad(10.0), "rad"),
@@ -93,120 +94,12 @@ ACTION_SETS: dict[str, tuple[ActionDim, ...]] = {
 
 def action_dims(action_set: str) -> tuple[ActionDim, ...]:
     """The action dimensions of ``action_set``; raises naming the valid sets."""
-    if not isinstance(action_set, str) or action_set not in ACTION_SETS:  # a list is unhashable
-        raise ValueError(
-            f"action_set={action_set!r}: expected one of {sorted(ACTION_SETS)}"
-        )
-    return ACTION_SETS[action_set]
-
-
-def validate_action(action, shape: tuple[int, ...], action_set: str) -> np.ndarray:
-    """``action`` as float64 of ``shape``; ValueError naming the value otherwise (wrong
-    shape, non-numeric, non-finite). Finite values outside [-1, 1] pass: they are clipped
-    when applied."""
-    try:
-        array = np.asarray(action, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError) as error:  # strings, complex, ints beyond float64
-        raise ValueError(f"action={action!r}: expected {shape} real numbers ({error})") from None
-    if array.shape != tuple(shape):
-        raise ValueError(f"action shape {array.shape}: expected {tuple(shape)} for action_set={action_set!r}")
-    bad = np.flatnonzero(~np.isfinite(array))
-    if bad.size:
-        i = int(bad[0])
-        raise ValueError(f"action[{i}]={array[i]}: actions must be finite")
-    return array
+    return select_action_dims(ACTION_SETS, action_set)
 
 
 def action_max_steps(action_set: str) -> np.ndarray:
     """Physical size of a normalised action of 1.0, per dimension of ``action_set``."""
-    return np.array([d.max_step for d in action_dims(action_set)], dtype=np.float64)
-
-
-# ---------------------------------------------------------------- angle and quaternion math
-
-
-def wrap_angle(angle: np.ndarray | float) -> np.ndarray:
-    """Wrap radians to [-pi, pi)."""
-    return (np.asarray(angle) + np.pi) % (2.0 * np.pi) - np.pi
-
-
-def wrap_unit(value: np.ndarray | float) -> np.ndarray:
-    """Wrap a hue-like quantity measured in turns to [-0.5, 0.5)."""
-    return (np.asarray(value) + 0.5) % 1.0 - 0.5
-
-
-def quat_canonical(q: np.ndarray) -> np.ndarray:
-    """Unit quaternion(s) (x, y, z, w) with w >= 0 (q and -q are the same rotation)."""
-    q = np.asarray(q, dtype=np.float64)
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
-    return np.where(q[..., 3:4] < 0.0, -q, q)
-
-
-def quat_multiply(q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
-    """Hamilton product q1 * q2 (apply q2 first, then q1), (x, y, z, w) layout."""
-    x1, y1, z1, w1 = np.moveaxis(np.asarray(q1, dtype=np.float64), -1, 0)
-    x2, y2, z2, w2 = np.moveaxis(np.asarray(q2, dtype=np.float64), -1, 0)
-    return np.stack(
-        [
-            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
-            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
-        ],
-        axis=-1,
-    )
-
-
-def quat_conjugate(q: np.ndarray) -> np.ndarray:
-    q = np.asarray(q, dtype=np.float64)
-    return np.concatenate([-q[..., :3], q[..., 3:]], axis=-1)
-
-
-def quat_from_rotvec(rotvec: np.ndarray) -> np.ndarray:
-    """Quaternion of the rotation by |v| radians about v/|v| (exp map)."""
-    v = np.asarray(rotvec, dtype=np.float64)
-    angle = np.linalg.norm(v, axis=-1, keepdims=True)
-    half = 0.5 * angle
-    # sin(a/2)/a -> 1/2 as a -> 0; the series keeps tiny rotations exact.
-    scale = np.where(angle > 1e-8, np.sin(half) / np.maximum(angle, 1e-12), 0.5 - angle**2 / 48.0)
-    return np.concatenate([v * scale, np.cos(half)], axis=-1)
-
-
-def rotvec_from_quat(q: np.ndarray) -> np.ndarray:
-    """Rotation vector (log map) of a quaternion; the angle is in [0, pi]."""
-    q = quat_canonical(q)
-    xyz, w = q[..., :3], np.clip(q[..., 3:], -1.0, 1.0)
-    sin_half = np.linalg.norm(xyz, axis=-1, keepdims=True)
-    angle = 2.0 * np.arctan2(sin_half, w)
-    scale = np.where(sin_half > 1e-8, angle / np.maximum(sin_half, 1e-12), 2.0)
-    return xyz * scale
-
-
-def quat_to_matrix(q: np.ndarray) -> np.ndarray:
-    """Rotation matrix (..., 3, 3) of quaternion(s) (x, y, z, w)."""
-    x, y, z, w = np.moveaxis(quat_canonical(q), -1, 0)
-    return np.stack(
-        [
-            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
-        ],
-        axis=-2,
-    )
-
-
-def random_quaternion(rng: np.random.Generator) -> np.ndarray:
-    """Uniformly distributed rotation (Shoemake), canonical w >= 0."""
-    u1, u2, u3 = rng.random(3)
-    q = np.array(
-        [
-            np.sqrt(1 - u1) * np.sin(2 * np.pi * u2),
-            np.sqrt(1 - u1) * np.cos(2 * np.pi * u2),
-            np.sqrt(u1) * np.sin(2 * np.pi * u3),
-            np.sqrt(u1) * np.cos(2 * np.pi * u3),
-        ]
-    )
-    return quat_canonical(q)
+    return max_steps(action_dims(action_set))
 
 
 # ---------------------------------------------------------------- state transitions

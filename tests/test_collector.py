@@ -17,7 +17,8 @@ from agent.policies import make_policy
 from agent.replay_buffer import ReplayBuffer
 from agent.transitions import TransitionBatch
 from conf.schema import EnvConfig, PolicyConfig
-from envs.scene_state import STATE_DIM, relative_action, relative_change, wrap_angle
+from envs.actions import wrap_angle
+from envs.scene_state import STATE_DIM, relative_action, relative_change
 
 ENV = EnvConfig(image_size=32, episode_steps=5)
 

@@ -9,11 +9,10 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import envs
+from envs.quaternions import quat_from_rotvec, quat_multiply
 from envs.scene_state import (
     ACTION_SETS,
     STATE_DIM,
-    quat_from_rotvec,
-    quat_multiply,
     relative_change,
 )
 

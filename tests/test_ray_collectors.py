@@ -19,7 +19,8 @@ from agent.ray_collectors import RayCollectors  # noqa: E402
 from agent.replay_buffer import ReplayBuffer  # noqa: E402
 from agent.transitions import episode_id_base  # noqa: E402
 from conf.schema import EnvConfig, PolicyConfig  # noqa: E402
-from envs.scene_state import STATE_DIM, relative_action, relative_change, wrap_angle  # noqa: E402
+from envs.actions import wrap_angle  # noqa: E402
+from envs.scene_state import STATE_DIM, relative_action, relative_change  # noqa: E402
 
 ENV = EnvConfig(image_size=32, episode_steps=5)
 GENERATION_BITS = 32  # agent.background.GENERATION_SHIFT

@@ -3,19 +3,17 @@
 import numpy as np
 import pytest
 
+from envs.quaternions import quat_from_rotvec, quat_multiply, rotvec_from_quat
 from envs.scene_state import (
     ACTION_SETS,
     STATE_DIM,
     absolute_pose,
     absolute_pose_names,
     apply_action,
-    quat_from_rotvec,
-    quat_multiply,
     random_state,
     relative_action,
     relative_action_names,
     relative_change,
-    rotvec_from_quat,
 )
 
 

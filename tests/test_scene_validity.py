@@ -8,9 +8,10 @@ import pytest
 
 import envs
 from envs import image_state, scene_state
+from envs.actions import wrap_angle
 from envs.catalog import load_catalog
 from envs.image_sources import default_image_set
-from envs.scene_state import quat_from_rotvec, quat_multiply
+from envs.quaternions import quat_from_rotvec, quat_multiply
 
 SIZE = 32
 #: Visible: a +1.0 step of one action column changes the 32x32 view by at least this many
@@ -57,10 +58,10 @@ def test_camera_azimuth_step_differs_from_its_object_and_light_equivalent():
         _, info = env.reset(seed=900 + scene)
         index, state = info["object_index"], info["state"]
         camera_moved = state.copy()
-        camera_moved[0] = scene_state.wrap_angle(state[0] + angle)
+        camera_moved[0] = wrap_angle(state[0] + angle)
         scene_moved = state.copy()
         scene_moved[scene_state.QUAT] = quat_multiply(quat_from_rotvec(np.array([0.0, 0.0, -angle])), state[scene_state.QUAT])
-        scene_moved[7] = scene_state.wrap_angle(state[7] - angle)
+        scene_moved[7] = wrap_angle(state[7] - angle)
         # Same relation between camera, object and light: equal except for the world frame.
         np.testing.assert_allclose(
             scene_state.absolute_pose(camera_moved)[:-2], scene_state.absolute_pose(scene_moved)[:-2], atol=1e-5
