@@ -120,6 +120,8 @@ def check_eval_checkpoint(cfg: DictConfig) -> None:
     from agent.rollout_app import resolve_path
     from conf.validate import ConfigError
 
+    if cfg.eval.get("reference") is not None:  # a reference needs no checkpoint
+        return
     if cfg.eval.checkpoint is None:
         raise ConfigError("eval.checkpoint=null: expected the checkpoint to evaluate, eval.checkpoint=PATH")
     path = resolve_path(cfg.eval.checkpoint)

@@ -1,9 +1,14 @@
-"""``ciper-eval``: frozen-encoder evaluation of a saved checkpoint.
+"""``ciper-eval``: frozen-encoder evaluation of a saved checkpoint, or of a reference.
 
 Examples::
 
     ciper-eval eval.checkpoint=runs/ciper-train/2026-11-02_10-00-00/checkpoint.pt
     ciper-eval eval.checkpoint=ckpt.pt eval.views_per_object=48 train.device=cuda
+    ciper-eval eval.reference=oracle env.image_size=32     # or noise | nuisance | pixels | random
+
+A reference needs no checkpoint: its features (the true pose, noise, the scene's nuisance
+values, raw pixels, an untrained encoder) go through the same probes as an encoder's, on the
+views of ``env.*``, so every score has its ceiling and floor beside it.
 
 The world (``env.id``, ``env.action_set``, ``env.image_size``) is the one the checkpoint
 was trained in, read from its architecture record; an override of those keys that
@@ -25,8 +30,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from agent.rollout_app import resolve_path
 from conf.app import hydra_app, overridden_keys
-from learner.checkpoint import check_eval_checkpoint, load_model
-from learner.evaluation import METRIC_NAMES, evaluate_encoder
+from learner.checkpoint import check_eval_checkpoint, load_checkpoint, load_model
+from learner.evaluation import (
+    METRIC_NAMES,
+    REFERENCE_MEANING,
+    REFERENCES,
+    evaluate_encoder,
+    evaluate_reference,
+    probe_pairs_shortcut,
+    render_probes,
+)
 from learner.train import select_device
 
 # env keys that decide what the encoder saw, and their names in the architecture record.
@@ -49,36 +62,65 @@ def checkpoint_env(env_cfg: DictConfig, architecture: dict[str, Any], overridden
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate ``eval.checkpoint``; print a table; write metrics.json and PNGs to the run folder."""
+    """Evaluate ``eval.checkpoint`` (or the reference ``eval.reference``); print a table;
+    write metrics.json and PNGs to the run folder."""
+    run_dir = Path(cfg.run_dir)
+    started = time.perf_counter()
+    if cfg.eval.get("reference") is not None:
+        record = evaluate_reference_record(cfg, run_dir)
+    else:
+        record = evaluate_checkpoint_record(cfg, run_dir)
+    record["eval_s"] = time.perf_counter() - started
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.json").write_text(json.dumps(record, indent=2))
+    env = record["env"]
+    print(f"\n{record['title']} on {env['id']} [{env['action_set']}], "
+          f"{cfg.eval.views_per_object} views per object, {record['eval_s']:.1f} s")  # fmt: skip
+    print_scores(record["eval"])
+    print(f"run folder: {run_dir}")
+    return record
+
+
+def print_scores(scores: dict[str, float]) -> None:
+    """The headline metrics, then the per-column pose R^2 indented under them."""
+    width = max(len(name) for name in scores)
+    for name in METRIC_NAMES:
+        print(f"  {name:<{width}}  {scores[name]:7.3f}")
+        for column in (k for k in scores if k.startswith(name + "/")):
+            print(f"    {column:<{width - 2}}  {scores[column]:7.3f}")
+    print("  (shortcut_colour_top1: colour histograms retrieve a pair's positive among 64; chance 0.016)")
+
+
+def evaluate_checkpoint_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Scores of the checkpoint's frozen encoder; the shortcut on pairs drawn as its run did."""
     if cfg.eval.checkpoint is None:
         raise ValueError("eval.checkpoint=None: pass the checkpoint to evaluate, eval.checkpoint=PATH")
     path = resolve_path(cfg.eval.checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"eval.checkpoint={cfg.eval.checkpoint!r}: no checkpoint file at {path}")
-    run_dir = Path(cfg.run_dir)
     device = select_device(str(cfg.train.device))
     model, architecture = load_model(path, map_location=device)
     env_cfg = checkpoint_env(cfg.env, architecture, overridden_keys())
-    started = time.perf_counter()
     metrics = evaluate_encoder(model.to(device), env_cfg, cfg.eval, device, run_dir)
-    eval_s = time.perf_counter() - started
-    record = {
-        "checkpoint": str(path),
-        "architecture": architecture,
-        "env": OmegaConf.to_container(env_cfg),
-        "device": str(device),
-        "eval_s": eval_s,
-        "eval": metrics,
-    }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "metrics.json").write_text(json.dumps(record, indent=2))
-    print(f"\n{architecture['method']} ({architecture['encoder']}) on {env_cfg.id} [{env_cfg.action_set}], "
-          f"{cfg.eval.views_per_object} views per object, {eval_s:.1f} s on {device}")  # fmt: skip
-    width = max(len(name) for name in METRIC_NAMES)
-    for name in METRIC_NAMES:
-        print(f"  {name:<{width}}  {metrics[name]:7.3f}")
-    print(f"run folder: {run_dir}")
-    return record
+    # The run's own method config (pairs, augmentations) where the checkpoint holds it.
+    saved = load_checkpoint(path).get("config") or {}
+    run_cfg = OmegaConf.create({"env": OmegaConf.to_container(env_cfg), "eval": OmegaConf.to_container(cfg.eval),
+                                "buffer": saved.get("buffer") or OmegaConf.to_container(cfg.buffer),
+                                "method": saved.get("method") or OmegaConf.to_container(cfg.method)})  # fmt: skip
+    metrics["shortcut_colour_top1"] = probe_pairs_shortcut(run_cfg, render_probes(env_cfg, cfg.eval)[0])
+    title = f"{architecture['method']} ({architecture['encoder']})"
+    return {"title": title, "checkpoint": str(path), "architecture": architecture,
+            "env": OmegaConf.to_container(env_cfg), "device": str(device), "eval": metrics}  # fmt: skip
+
+
+def evaluate_reference_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Scores of the reference ``eval.reference`` on ``env.*``'s probe views (no checkpoint)."""
+    name = str(cfg.eval.reference)
+    if name not in REFERENCES:
+        raise ValueError(f"eval.reference={name!r}: expected one of {list(REFERENCES)}")
+    metrics = evaluate_reference(name, cfg, run_dir)
+    return {"title": f"reference {name} ({REFERENCE_MEANING[name]})", "reference": name,
+            "env": OmegaConf.to_container(cfg.env, resolve=True), "eval": metrics}  # fmt: skip
 
 
 main = hydra_app(run, check=check_eval_checkpoint)

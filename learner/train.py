@@ -123,6 +123,10 @@ class Learner:
         self.augment = None if spec is None else ViewAugmentation(spec, int(cfg.env.image_size), int(cfg.train.seed) + 1)
         # The prediction target: the relative action, then the relative augmentation parameters.
         self.target_dim = action_dim + (0 if spec is None else len(spec.parameter_names))
+        from learner.evaluation import SHORTCUT_PAIRS
+
+        self.shortcut_pairs = SHORTCUT_PAIRS  # the first pairs trained on feed the shortcut diagnostic
+        self.shortcut_views: list[np.ndarray] = []  # their augmented uint8 views, [views a; views b] per batch
         self.architecture = architecture_of(cfg, self.target_dim)
         self.model: CiperModel = model_from_architecture(self.architecture).to(device)
         self.on_cuda = device.type == "cuda"
@@ -153,7 +157,19 @@ class Learner:
         parameters = None
         if self.augment is not None:
             images, parameters = self.augment(images)
+        if sum(len(v) for v in self.shortcut_views) < 2 * self.shortcut_pairs:  # the pairs as trained on
+            self.shortcut_views.append((images.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy())
         return normalize_images(images, IMAGE_MEAN, IMAGE_STD), parameters
+
+    def shortcut_top1(self) -> float:
+        """Colour-histogram positive retrieval on the first pairs this run trained on, as
+        augmented (``learner.evaluation.shortcut_colour_top1``); nan before any step."""
+        from learner.evaluation import shortcut_colour_top1
+
+        halves = [(v[: len(v) // 2], v[len(v) // 2 :]) for v in self.shortcut_views]
+        if sum(len(a) for a, _ in halves) < 2:
+            return float("nan")
+        return shortcut_colour_top1(np.concatenate([a for a, _ in halves]), np.concatenate([b for _, b in halves]))
 
     def targets(self, pairs: ViewPairs, parameters: torch.Tensor | None) -> torch.Tensor:
         """(N, target_dim): the pairs' relative action, then b - a of the augmentation
@@ -339,6 +355,7 @@ def train(
             "losses_first": _mean_losses(history[: _window(len(history))]),
             "losses_last": _mean_losses(history[-_window(len(history)) :]),
             "data": source.stats(),
+            "shortcut_colour_top1": learner.shortcut_top1(),
             "checkpoint": str(checkpoint_path),
         }
     finally:
@@ -348,6 +365,7 @@ def train(
             from learner.evaluation import evaluate_encoder
 
             metrics["eval"] = evaluate_encoder(learner.model, cfg.env, cfg.eval, device, run_dir)
+            metrics["eval"]["shortcut_colour_top1"] = metrics["shortcut_colour_top1"]
             log_eval_scalars(run_dir, metrics["eval"], step)
         write_json_atomic(run_dir / "metrics.json", metrics)
         write_json_atomic(run_dir / "loss_history.json", history)
@@ -382,5 +400,8 @@ def print_summary(metrics: dict[str, Any], stream=sys.stdout) -> None:
           f"{metrics['images_per_s']:.0f} images/s, data wait {100 * metrics['data_wait_fraction']:.1f}%", file=stream)  # fmt: skip
     for name in last:
         print(f"  {name:12s} {first[name]:8.4f} -> {last[name]:8.4f}", file=stream)
+    print(f"  shortcut_colour_top1 {metrics['shortcut_colour_top1']:.3f}: colour histograms retrieve a trained "
+          "pair's positive among 64 this often (chance 0.016)", file=stream)  # fmt: skip
     for name, value in metrics.get("eval", {}).items():
-        print(f"  {name:28s} {value:8.4f}", file=stream)
+        if name != "shortcut_colour_top1":
+            print(f"  {name:28s} {value:8.4f}", file=stream)

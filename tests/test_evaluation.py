@@ -21,7 +21,16 @@ from agent.probe_views import ProbeViews, episode_actions, episode_seed, render_
 from conf.schema import EnvConfig, EvalConfig
 from envs import scene_state
 from learner.checkpoint import save_checkpoint
-from learner.evaluation import METRIC_NAMES, evaluate_encoder, evaluate_features, extract_features
+from learner.evaluation import (
+    METRIC_NAMES,
+    evaluate_encoder,
+    evaluate_features,
+    evaluate_reference,
+    extract_features,
+    probe_pairs_shortcut,
+    reference_features,
+    render_probes,
+)
 from learner.model import build_model
 
 REPO = Path(__file__).resolve().parent.parent
@@ -107,21 +116,25 @@ def test_evaluate_features_scores_known_features():
     exact = evaluate_features(
         pose_and_identity_features(train, 18), train, pose_and_identity_features(test, 18), test, **kw
     )
-    assert set(exact) == set(METRIC_NAMES)
-    # The azimuth change is a non-linear function (atan2 difference) of the two views'
-    # sin/cos features, learned from ~1000 pairs by the probe MLP: high, not perfect.
-    assert exact["relative_pose_r2"] > 0.7
-    # ten moved pose columns (object in camera frame, elevation, distance, light) regressed
-    # by the weight-decayed probe MLP from ~300 views
-    assert exact["absolute_pose_r2"] > 0.75
+    assert set(METRIC_NAMES) <= set(exact)
+    relative = {k: v for k, v in exact.items() if k.startswith("relative_pose_r2/")}
+    assert sorted(relative) == [f"relative_pose_r2/camera_{n}" for n in ("azimuth", "distance", "elevation")]
+    assert exact["relative_pose_r2"] == pytest.approx(np.mean(list(relative.values())))
+    # The probes run to convergence: the linear changes are read out almost perfectly; the
+    # azimuth change (a non-linear function of both views' pose columns) needs more than
+    # these ~750 pairs (the calibration test below, on rendered views, has them).
+    assert exact["relative_pose_r2/camera_elevation"] > 0.9 and exact["relative_pose_r2/camera_distance"] > 0.9
+    assert exact["relative_pose_r2"] > 0.6
+    assert exact["absolute_pose_r2"] > 0.95
     assert exact["identity_top1_linear"] > 0.95
+    assert math.isnan(exact["shortcut_colour_top1"])  # about pairs of images, not features
 
     rng = np.random.default_rng(0)
     noise = evaluate_features(
         rng.normal(size=(len(train), 31)), train, rng.normal(size=(len(test), 31)), test, **kw
     )
-    assert noise["relative_pose_r2"] < 0.2
-    assert noise["absolute_pose_r2"] < 0.2
+    assert abs(noise["relative_pose_r2"]) < 0.05
+    assert noise["absolute_pose_r2"] < 0.05
 
 
 def test_evaluate_features_rejects_misaligned_features():
@@ -129,6 +142,41 @@ def test_evaluate_features_rejects_misaligned_features():
     with pytest.raises(ValueError, match="train_features.shape"):
         evaluate_features(np.zeros((5, 4)), train, np.zeros((len(test), 4)), test, envs.OBJECT_VIEW_ID,
                           "camera", probe_epochs=5, knn_k=5, seed=0)  # fmt: skip
+
+
+# ---------------------------------------------------------------- references and shortcut
+
+CALIBRATION = ("env.image_size=32", "eval.views_per_object=16", "eval.objects_limit=72", "eval.plots=false")
+
+
+@pytest.mark.slow
+def test_references_meet_their_calibration_bounds(make_config):
+    """The instruments read true: the latent state scores near 1, noise near 0, and the
+    scene's nuisances (floor, light) show no pose order inside an episode."""
+    cfg = make_config(*CALIBRATION)
+    oracle = evaluate_reference("oracle", cfg)
+    assert oracle["relative_pose_r2"] >= 0.9 and oracle["within_object_pose_spearman"] >= 0.9, oracle
+    noise = evaluate_reference("noise", cfg)
+    assert abs(noise["relative_pose_r2"]) <= 0.05, noise
+    nuisance = evaluate_reference("nuisance", cfg)
+    assert nuisance["within_object_pose_spearman"] <= 0.1, nuisance
+    for scores in (oracle, noise, nuisance):
+        assert 0.0 <= scores["shortcut_colour_top1"] <= 1.0
+
+
+def test_unknown_reference_is_named(make_config):
+    with pytest.raises(ValueError, match="reference='oracel'"):
+        reference_features("oracel", synthetic_probe(0, 2, seed=0), envs.OBJECT_VIEW_ID, seed=0)
+
+
+def test_shortcut_diagnostic_sees_shared_colours_and_augmentation_breaks_them(make_config):
+    plain = ("method=simclr", "method.augment_crop=false", "method.augment_color=false",
+             "env.image_size=16", "eval.views_per_object=8", "eval.objects_limit=16")  # fmt: skip
+    views = render_probes(make_config(*plain).env, make_config(*plain).eval)[0]
+    # SimCLR without augmentation: both views of a pair are the same image.
+    assert probe_pairs_shortcut(make_config(*plain), views) == 1.0
+    jittered = probe_pairs_shortcut(make_config(*plain, "method.augment_color=true", "method.jitter_p=1.0"), views)
+    assert jittered < 0.9
 
 
 # ---------------------------------------------------------------- encoder entry point and app
@@ -152,8 +200,8 @@ def test_evaluate_encoder_end_to_end(tmp_path):
     env_cfg = EnvConfig(image_size=32)
     eval_cfg = EvalConfig(views_per_object=8, probe_epochs=10, knn_k=5)
     results = evaluate_encoder(tiny_model(), env_cfg, eval_cfg, "cpu", tmp_path, objects_limit=6)
-    assert set(results) == set(METRIC_NAMES)
-    assert all(math.isfinite(value) for value in results.values()), results
+    assert set(METRIC_NAMES) <= set(results)
+    assert all(math.isfinite(v) for k, v in results.items() if k != "shortcut_colour_top1"), results
     assert (tmp_path / "embedding_test_objects.png").stat().st_size > 0
 
 
@@ -181,7 +229,7 @@ def test_ciper_eval_app_writes_metrics(tmp_path):
                        "eval.views_per_object=3", "eval.probe_epochs=5", "eval.knn_k=5")  # fmt: skip
     assert done.returncode == 0, done.stderr
     record = json.loads((run_dir / "metrics.json").read_text())
-    assert set(record["eval"]) == set(METRIC_NAMES)
+    assert set(METRIC_NAMES) <= set(record["eval"]) and 0 <= record["eval"]["shortcut_colour_top1"] <= 1
     assert record["env"]["image_size"] == 32  # from the checkpoint, not the default 64
     assert (run_dir / "embedding_test_objects.png").is_file()
     assert "relative_pose_r2" in done.stdout
@@ -201,3 +249,17 @@ def test_ciper_eval_errors_name_the_problem(make_config, tmp_path):
         checkpoint_env(cfg.env, architecture, {"env.image_size"})
     # Without an explicit override the checkpoint's world wins over the default.
     assert checkpoint_env(cfg.env, architecture, set()).image_size == 32
+    with pytest.raises(ValueError, match="eval.reference='oracel'"):
+        run(make_config("eval.reference=oracel"))
+
+
+def test_ciper_eval_scores_a_reference_without_a_checkpoint(make_config, tmp_path, capsys):
+    from learner.eval_app import run
+
+    cfg = make_config("eval.reference=oracle", "env.image_size=16", "eval.views_per_object=8",
+                      "eval.objects_limit=8", "eval.plots=false", run_dir=tmp_path / "oracle")  # fmt: skip
+    record = run(cfg)
+    saved = json.loads((tmp_path / "oracle" / "metrics.json").read_text())
+    assert saved["reference"] == "oracle" and saved["eval"] == pytest.approx(record["eval"], nan_ok=True)
+    assert saved["eval"]["absolute_pose_r2"] > 0.95 and "relative_pose_r2/camera_azimuth" in saved["eval"]
+    assert "shortcut_colour_top1" in capsys.readouterr().out
