@@ -294,6 +294,11 @@ def nuisance_state(states: np.ndarray) -> np.ndarray:
     return s[..., STATE_INDEX["background"]][..., None].copy()
 
 
+def viewpoint_latent(states: np.ndarray, action_set: str) -> tuple[str, np.ndarray] | None:
+    """None: a flat image has one side in view whatever the augmentation."""
+    return None
+
+
 def random_state(rng: np.random.Generator) -> np.ndarray:
     """A random start state drawn from ``rng`` (documented in ImageViewEnv).
 

@@ -359,6 +359,14 @@ def viewpoint_azimuth(state: np.ndarray) -> np.ndarray:
     return np.arctan2(in_object[..., 1], in_object[..., 0])
 
 
+def viewpoint_latent(states: np.ndarray, action_set: str) -> tuple[str, np.ndarray] | None:
+    """``("viewpoint_azimuth", viewpoint_azimuth(states))`` where ``action_set`` moves the
+    camera or the object, so the side in view changes; None where it moves neither."""
+    if not any(d.name.startswith(("camera_", "object_rot_")) for d in action_dims(action_set)):
+        return None
+    return "viewpoint_azimuth", viewpoint_azimuth(states)
+
+
 def random_state(rng: np.random.Generator) -> np.ndarray:
     """A random start state drawn from ``rng`` (documented in ObjectViewEnv)."""
     state = np.empty(STATE_DIM, dtype=np.float64)

@@ -440,8 +440,9 @@ def main_pose_latent(state: np.ndarray, episode: np.ndarray, env_id: str, action
     in view), else the state field of the action set's first dimension (crop x ...) or the
     first absolute-pose column the actions move."""
     world = envs.world_module(env_id)
-    if hasattr(world, "viewpoint_azimuth") and action_set in ("camera", "object", "full"):
-        return "viewpoint_azimuth", world.viewpoint_azimuth(state)
+    viewpoint = world.viewpoint_latent(state, action_set)
+    if viewpoint is not None:
+        return viewpoint
     first = world.action_dims(action_set)[0].name
     if first in world.STATE_INDEX:
         return first, np.asarray(state)[:, world.STATE_INDEX[first]].astype(np.float64)

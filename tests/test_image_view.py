@@ -48,6 +48,7 @@ def test_world_module_exposes_the_shared_interface():
     for name in ("relative_action", "relative_action_names", "relative_action_discrete", "absolute_pose",
                  "action_dims", "STATE_FIELDS", "ABSOLUTE_POSE_NAMES", "random_state"):  # fmt: skip
         assert hasattr(module, name), name
+    assert isinstance(module, envs.World)
 
 
 def rollout(seed, steps=100, action_set="full"):

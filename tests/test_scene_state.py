@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import envs
 from envs.quaternions import quat_from_rotvec, quat_multiply, rotvec_from_quat
 from envs.scene_state import (
     ACTION_SETS,
@@ -14,6 +15,8 @@ from envs.scene_state import (
     relative_action,
     relative_action_names,
     relative_change,
+    viewpoint_azimuth,
+    viewpoint_latent,
 )
 
 
@@ -96,3 +99,18 @@ def test_absolute_pose_is_what_the_image_can_show():
 def test_unknown_action_set_names_the_valid_ones():
     with pytest.raises(ValueError, match="action_set='orbit'.*camera"):
         relative_action(np.zeros(STATE_DIM), np.zeros(STATE_DIM), "orbit")
+
+
+@pytest.mark.parametrize("env_id", [envs.OBJECT_VIEW_ID, envs.IMAGE_VIEW_ID])
+def test_both_worlds_implement_the_world_protocol(env_id):
+    assert isinstance(envs.world_module(env_id), envs.World)
+
+
+def test_viewpoint_latent_where_camera_or_object_moves():
+    states = np.stack([random_state(np.random.default_rng(i)) for i in range(3)])
+    for action_set in ("camera", "object", "full"):
+        name, values = viewpoint_latent(states, action_set)
+        assert name == "viewpoint_azimuth"
+        np.testing.assert_array_equal(values, viewpoint_azimuth(states))
+    assert viewpoint_latent(states, "light") is None
+    assert envs.world_module(envs.IMAGE_VIEW_ID).viewpoint_latent(states, "geometric") is None
