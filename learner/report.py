@@ -30,6 +30,9 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "object_silhouette": True,
     "object_knn_purity": True,
     "within_object_pose_spearman": True,
+    # How often colour histograms retrieve a trained pair's positive among 64: a shortcut
+    # the contrastive loss can take, so lower is better (chance 1/64).
+    "shortcut_colour_top1": False,
 }
 
 # Thresholds of the targets (see ``check_targets``).
@@ -183,20 +186,24 @@ def _format_cell(c: MetricCell, best: bool) -> str:
     return f"**{text}**" if best else text
 
 
-def markdown_table(table: Mapping[str, Mapping[str, MetricCell]], references: Sequence[str] = ()) -> str:
+def markdown_table(
+    table: Mapping[str, Mapping[str, MetricCell]], references: Sequence[str] = (), per_column: bool = False
+) -> str:
     """Rows = methods (then the ``references`` rows), columns = metrics with ↑/↓; the best
-    trained method per column in bold (references are not ranked: they are the floor)."""
+    trained method per column in bold (references are not ranked: they calibrate). With
+    ``per_column`` the columns are the per-column pose scores ("relative_pose_r2/<column>"),
+    otherwise the headline metrics."""
     metrics: list[str] = []
     for row in table.values():
-        metrics += [m for m in row if m not in metrics]
+        metrics += [m for m in row if m not in metrics and ("/" in m) == per_column]
     ranked = [m for m in table if m not in references]
     best: dict[str, str | None] = {}
     for metric in metrics:
-        sign = 1.0 if HIGHER_IS_BETTER.get(metric, True) else -1.0
+        sign = 1.0 if HIGHER_IS_BETTER.get(metric.split("/")[0], True) else -1.0
         candidates = [(sign * table[m][metric].mean, m) for m in ranked
                       if metric in table[m] and table[m][metric].n > 0]  # fmt: skip
         best[metric] = max(candidates)[1] if len(candidates) > 1 else None
-    arrows = {m: ("↑" if HIGHER_IS_BETTER[m] else "↓") if m in HIGHER_IS_BETTER else "" for m in metrics}
+    arrows = {m: "↑" if HIGHER_IS_BETTER.get(m.split("/")[0], True) else "↓" for m in metrics}
     lines = ["| method | " + " | ".join(f"{m} {arrows[m]}".rstrip() for m in metrics) + " |",
              "|---|" + "---:|" * len(metrics)]  # fmt: skip
     for method, row in table.items():
@@ -226,6 +233,9 @@ def markdown_report(
               "trained method per column. Metrics are computed on frozen encoder features by "
               "`learner.evaluation` (probes trained on training objects, scored on held-out objects).",
               "", markdown_table(table, references), ""]  # fmt: skip
+    if any("/" in metric for row in table.values() for metric in row):
+        parts += ["Per-column pose R² (the headline R² is their mean):", "",
+                  markdown_table(table, references, per_column=True), ""]  # fmt: skip
     parts += ["## Targets", ""]
     for check in targets:
         verdict = {True: "PASS", False: "FAIL", None: "UNDECIDED"}[check.passed]

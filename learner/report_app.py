@@ -5,8 +5,8 @@ each (method, seed) run trains ``report.steps`` steps in ``runs/<method>_seed<k>
 config composed from the same tree: ``report.overrides`` (the preset's evaluation budget),
 then the user's own overrides given to ``ciper-report`` (``env.*``, ``optim.*`` ...), then the
 keys the report fixes for a fair comparison (method, seed, steps, batch, encoder, data).
-Two references are scored by the same evaluation code: the untrained encoder of each seed
-(the exact initial weights of that seed's runs) and raw pixels. Finished runs (a
+Every reference of ``learner.evaluation.REFERENCES`` (the true pose, noise, nuisances, raw
+pixels, the untrained encoder of each seed) is scored by the same evaluation code. Finished runs (a
 ``metrics.json`` with ``completed``) are skipped and unfinished ones resume from their
 checkpoint, so rerunning a killed report with the same ``hydra.run.dir`` finishes it.
 ``report.md`` (table, target checks, plots), ``report.json`` and the PNGs land in the
@@ -31,7 +31,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -40,11 +39,9 @@ from conf.compose import compose_config
 from learner import report
 from learner.plots import loss_curves, metric_bars
 
-RANDOM_INIT = "random init"
-RAW_PIXELS = "raw pixels"
-# Raw pixels are area-downsampled to this side before probing: the full 64x64x3 vector
-# (24k inputs per pair) would make the pose MLPs cost more than all trained runs together.
-RAW_PIXEL_SIDE = 16
+# References scored beside the methods by the same code: the untrained encoder once per
+# seed (the exact initial weights of that seed's runs), the deterministic ones once.
+PER_SEED_REFERENCES = ("random",)
 # Keys the report sets itself; the same key among the user's overrides is replaced.
 _REPORT_KEYS = ("method", "train.seed", "train.steps", "train.batch_size", "model.encoder", "train.mode",
                 "train.dataset", "train.evaluate", "method.time_offset", "dataset.path", "dataset.steps")  # fmt: skip
@@ -146,44 +143,13 @@ def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
     tmp.replace(run_dir / "metrics.json")  # atomic: a killed report never sees half a file
 
 
-def evaluate_random_init(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Score the untrained encoder of ``cfg``: seeded like ``learner.train`` seeds a run, so
-    these are the weights its runs of this seed start from."""
-    from learner.checkpoint import architecture_of, model_from_architecture
-    from learner.evaluation import evaluate_encoder
-    from learner.pair_sources import relative_action_dim
-    from learner.train import select_device
-
-    device = select_device(str(cfg.train.device))
-    torch.manual_seed(int(cfg.train.seed))
-    model = model_from_architecture(architecture_of(cfg, relative_action_dim(cfg.env))).to(device)
-    started = time.perf_counter()
-    scores = evaluate_encoder(model, cfg.env, cfg.eval, device, run_dir)
-    return {"method": RANDOM_INIT, "completed": True, "eval": scores, "eval_s": time.perf_counter() - started}
-
-
-def pixel_features(views: np.ndarray, side: int = RAW_PIXEL_SIDE) -> np.ndarray:
-    """Raw-pixel features: each uint8 view area-downsampled to side x side, in [0, 1], flattened."""
-    small = [cv2.resize(v, (side, side), interpolation=cv2.INTER_AREA) for v in views]
-    return np.stack(small).reshape(len(views), -1).astype(np.float32) / 255.0
-
-
-def evaluate_raw_pixels(cfg: DictConfig) -> dict[str, Any]:
-    """Score raw pixels with the evaluation's pure core on the same probe views."""
-    from agent.probe_views import render_probe_views
-    from learner.evaluation import evaluate_features
+def evaluate_reference_run(name: str, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Score reference ``name`` (``learner.evaluation.REFERENCES``) on the report's probe views."""
+    from learner.evaluation import evaluate_reference
 
     started = time.perf_counter()
-    e = cfg.eval
-    train_views, test_views = (render_probe_views(cfg.env, str(split), int(e.views_per_object), int(e.seed))
-                               for split in (e.train_split, e.test_split))  # fmt: skip
-    scores = evaluate_features(
-        pixel_features(train_views.views), train_views, pixel_features(test_views.views), test_views,
-        str(cfg.env.id), str(cfg.env.action_set), probe_epochs=int(e.probe_epochs), knn_k=int(e.knn_k),
-        seed=int(e.seed),
-    )  # fmt: skip
-    return {"method": RAW_PIXELS, "completed": True, "eval": scores, "eval_s": time.perf_counter() - started,
-            "features": f"{RAW_PIXEL_SIDE}x{RAW_PIXEL_SIDE}x3 area-downsampled pixels"}  # fmt: skip
+    scores = evaluate_reference(name, cfg, run_dir)
+    return {"method": name, "completed": True, "eval": scores, "eval_s": time.perf_counter() - started}
 
 
 def write_views_grid(cfg: DictConfig, dataset: Path | None, path: Path) -> Path:
@@ -238,7 +204,10 @@ def build_report(cfg: DictConfig, user: Sequence[str] = ()) -> dict[str, Any]:
     # Env, eval and view settings as every run sees them (report.overrides and the user's applied).
     shared_cfg = compose_in_app(run_overrides(cfg, user, methods[0], seeds[0], dataset), out)
     eval_cfg, env_cfg = shared_cfg.eval, shared_cfg.env
-    jobs = [(m, s) for m in methods for s in seeds] + [(RANDOM_INIT, s) for s in seeds] + [(RAW_PIXELS, seeds[0])]
+    from learner.evaluation import REFERENCE_MEANING, REFERENCES
+
+    jobs = [(m, s) for m in methods for s in seeds]
+    jobs += [(ref, s) for ref in REFERENCES for s in (seeds if ref in PER_SEED_REFERENCES else seeds[:1])]
     per_seed: dict[str, dict[int, dict[str, float]]] = {}
     run_metrics: dict[str, dict[int, dict[str, Any]]] = {}
     histories: dict[str, list[list[dict[str, float]]]] = {}
@@ -246,7 +215,8 @@ def build_report(cfg: DictConfig, user: Sequence[str] = ()) -> dict[str, Any]:
     with tqdm(jobs, desc="report runs", unit="run", position=0, dynamic_ncols=True) as bar:
         for method, seed in bar:
             bar.set_postfix_str(f"{method} seed {seed}")
-            name = {RANDOM_INIT: f"random_init_seed{seed}", RAW_PIXELS: "raw_pixels"}.get(method, f"{method}_seed{seed}")
+            is_reference = method in REFERENCES and method not in methods
+            name = f"reference_{method}" + (f"_seed{seed}" if method in PER_SEED_REFERENCES else "") if is_reference else f"{method}_seed{seed}"
             run_dir = out / "runs" / name
             base = method if method in methods else "ciper"  # references read the ciper run's env/eval/model
             run_cfg = compose_in_app(run_overrides(cfg, user, base, seed, dataset), run_dir)
@@ -255,16 +225,14 @@ def build_report(cfg: DictConfig, user: Sequence[str] = ()) -> dict[str, Any]:
             if metrics is None:
                 run_dir.mkdir(parents=True, exist_ok=True)
                 OmegaConf.save(run_cfg, run_dir / "config.yaml")  # the resolved config of every run
-                if method == RANDOM_INIT:
-                    metrics = evaluate_random_init(run_cfg, run_dir)
-                elif method == RAW_PIXELS:
-                    metrics = evaluate_raw_pixels(run_cfg)
+                if is_reference:
+                    metrics = evaluate_reference_run(method, run_cfg, run_dir)
                 else:
                     metrics = train(run_cfg, run_dir)
                     if not metrics.get("completed"):
                         raise SystemExit(f"run {run_dir} stopped early ({metrics.get('stopped_by')}); "
                                          "rerun ciper-report with the same hydra.run.dir to resume")  # fmt: skip
-                if method in (RANDOM_INIT, RAW_PIXELS):
+                if is_reference:
                     write_metrics(run_dir, metrics)
             per_seed.setdefault(method, {})[seed] = {k: float(v) for k, v in metrics["eval"].items()}
             run_metrics.setdefault(method, {})[seed] = metrics
@@ -273,7 +241,7 @@ def build_report(cfg: DictConfig, user: Sequence[str] = ()) -> dict[str, Any]:
                 histories.setdefault(method, []).append(json.loads(history_path.read_text()))
     timings["runs_s"] = time.perf_counter() - tick
 
-    references = [RANDOM_INIT, RAW_PIXELS]
+    references = [ref for ref in REFERENCES if ref not in methods]
     table = report.summarise(per_seed)
     targets = report.check_targets(per_seed)
 
@@ -282,11 +250,14 @@ def build_report(cfg: DictConfig, user: Sequence[str] = ()) -> dict[str, Any]:
     if curves:
         loss_curves(curves, out / "loss_curves.png", title=f"training losses, mean over {len(seeds)} seed(s)")
         plots["losses (mean over seeds)"] = "loss_curves.png"
-    metric_bars({m: {k: (c.mean, c.std) for k, c in row.items()} for m, row in table.items()},
+    metric_bars({m: {k: (c.mean, c.std) for k, c in row.items() if "/" not in k} for m, row in table.items()},
                 out / "metric_bars.png", title="mean ± std over seeds")  # fmt: skip
     plots["metrics"] = "metric_bars.png"
-    for method in [*methods, RANDOM_INIT]:
-        name = f"{method}_seed{seeds[0]}" if method != RANDOM_INIT else f"random_init_seed{seeds[0]}"
+    metric_bars({m: {k: (c.mean, c.std) for k, c in row.items() if "/" in k} for m, row in table.items()},
+                out / "pose_columns.png", title="pose R² per column, mean ± std over seeds")  # fmt: skip
+    plots["pose R² per column"] = "pose_columns.png"
+    for method in [*methods, "random"]:
+        name = f"{method}_seed{seeds[0]}" if method in methods else f"reference_random_seed{seeds[0]}"
         source = out / "runs" / name / "embedding_test_objects.png"
         if source.exists():
             target = f"embedding_{method.replace(' ', '_')}.png"
@@ -309,8 +280,10 @@ def build_report(cfg: DictConfig, user: Sequence[str] = ()) -> dict[str, Any]:
         f"user overrides passed to every run: {user if user else 'none'}",
         f"device {first.get('device', '?')}; training wall time per run "
         f"{np.nanmean(walls) if walls else math.nan:.0f} s (mean); this invocation {timings['total_s_this_invocation']:.0f} s",
-        f"references: `{RANDOM_INIT}` = the untrained encoder of each seed (same evaluation); "
-        f"`{RAW_PIXELS}` = {RAW_PIXEL_SIDE}x{RAW_PIXEL_SIDE} area-downsampled pixels (deterministic: one value)",
+        "references (the same evaluation code; only `random` varies with the seed): "
+        + "; ".join(f"`{ref}` = {REFERENCE_MEANING[ref]}" for ref in references),
+        "shortcut_colour_top1: colour histograms retrieve a trained pair's positive among 64 this often "
+        "(chance 0.016); high means the pairs are solvable by colour matching",
     ]
     text = report.markdown_report(table, targets, title=f"CIPER report ({out.name})", setup=setup,
                                   references=references, plots=plots)  # fmt: skip

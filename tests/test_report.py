@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from learner import report
-from learner.report_app import merged_overrides, passed_through, pixel_features, run_overrides
+from learner.evaluation import REFERENCES, pixel_features
+from learner.report_app import merged_overrides, passed_through, run_overrides
 
 
 def synthetic(ciper: dict[str, list[float]], simclr: dict[str, list[float]]) -> dict:
@@ -111,6 +112,21 @@ def test_markdown_table_marks_best_and_references():
     assert lines[4] == "| random init (reference) | 0.900 ± 0.000 |"  # not ranked
 
 
+def test_per_column_scores_get_their_own_table_and_shortcut_ranks_low_first():
+    per_seed = {"ciper": {0: {"relative_pose_r2": 0.5, "relative_pose_r2/camera_azimuth": 0.4, "shortcut_colour_top1": 0.2}},
+                "simclr": {0: {"relative_pose_r2": 0.3, "relative_pose_r2/camera_azimuth": 0.6, "shortcut_colour_top1": 0.1}},
+                "oracle": {0: {"relative_pose_r2": 0.99, "relative_pose_r2/camera_azimuth": 0.98}}}  # fmt: skip
+    table = report.summarise(per_seed)
+    headline = report.markdown_table(table, references=["oracle"]).splitlines()
+    assert headline[0] == "| method | relative_pose_r2 ↑ | shortcut_colour_top1 ↓ |"
+    assert headline[2] == "| ciper | **0.500** | 0.200 |" and headline[3] == "| simclr | 0.300 | **0.100** |"
+    columns = report.markdown_table(table, references=["oracle"], per_column=True).splitlines()
+    assert columns[0] == "| method | relative_pose_r2/camera_azimuth ↑ |"
+    assert columns[4] == "| oracle (reference) | 0.980 |"
+    text = report.markdown_report(table, [], references=["oracle"])
+    assert "Per-column pose R²" in text
+
+
 def test_markdown_report_and_payload_carry_targets_and_plots():
     per_seed = synthetic(ciper={"relative_pose_r2": [0.1, 0.2]}, simclr={"relative_pose_r2": [0.3, 0.2]})
     table = report.summarise(per_seed)
@@ -157,15 +173,18 @@ def test_report_end_to_end_writes_table_plots_and_resumes(tmp_path, make_config)
     payload = build_report(cfg, user)
 
     text = (out / "report.md").read_text()
-    for row in ("| ciper |", "| simclr |", "| random init (reference) |", "| raw pixels (reference) |"):
+    for row in ("| ciper |", "| simclr |", *(f"| {ref} (reference) |" for ref in REFERENCES)):
         assert row in text
-    assert "relative_pose_r2 ↑" in text and "## Targets" in text
-    for png in ("loss_curves.png", "metric_bars.png", "views.png", "embedding_ciper.png", "embedding_simclr.png"):
+    assert "relative_pose_r2 ↑" in text and "shortcut_colour_top1 ↓" in text and "## Targets" in text
+    assert "relative_pose_r2/camera_azimuth ↑" in text  # the per-column table
+    for png in ("loss_curves.png", "metric_bars.png", "pose_columns.png", "views.png", "embedding_ciper.png",
+                "embedding_simclr.png"):  # fmt: skip
         assert (out / png).stat().st_size > 1000, png
     assert (out / "runs" / "ciper_seed0" / "config.yaml").exists()
     saved = json.loads((out / "report.json").read_text())
-    assert set(saved["per_seed"]) == {"ciper", "simclr", "random init", "raw pixels"}
-    assert set(saved["per_seed"]["ciper"]["0"]) >= {"relative_pose_r2", "category_top1_linear"}
+    assert set(saved["per_seed"]) == {"ciper", "simclr", *REFERENCES}
+    assert set(saved["per_seed"]["ciper"]["0"]) >= {"relative_pose_r2", "category_top1_linear", "shortcut_colour_top1"}
+    assert 0 <= saved["per_seed"]["simclr"]["0"]["shortcut_colour_top1"] <= 1
     assert [t["name"] for t in payload["targets"]] == ["equivariance", "invariance", "hierarchy"]
     headline = json.loads((out / "metrics.json").read_text())
     assert headline["targets"] == saved["targets"] and "ciper" in headline["table"]
