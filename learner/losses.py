@@ -4,8 +4,9 @@
   Framework for Contrastive Learning of Visual Representations", eq. 1), the contrastive
   term of CIPER (Xu & Triesch 2023, arXiv 2302.02330). An optional ``gather`` hook lets a
   distributed caller contrast against the negatives of every rank.
-- ``action_prediction_loss`` / ``discrete_action_loss``: CIPER's predictive term, regressing
-  (MSE) or classifying (cross entropy) the action that turned one view into the other.
+- ``action_prediction_loss`` / ``binary_action_loss``: CIPER's predictive term, regressing
+  (MSE) or classifying (cross entropy of two-valued columns) the action, and the augmentation
+  parameters (AugSelf, Lee et al. 2021), that turned one view into the other.
 - ``ActionNormalizer``: puts the regression target on a common scale, as Ciper-SimCLR does
   with a BatchNorm without affine parameters.
 """
@@ -102,16 +103,6 @@ def action_prediction_loss(predicted: Tensor, target_normalised: Tensor) -> Tens
             f"target_normalised.shape={tuple(target_normalised.shape)}: expected equal shapes"
         )
     return F.mse_loss(predicted, target_normalised)
-
-
-def discrete_action_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Cross entropy for a discrete action dimension: logits (N, C), integer labels (N,)."""
-    if logits.ndim != 2 or labels.shape != logits.shape[:1]:
-        raise ValueError(
-            f"logits.shape={tuple(logits.shape)}, labels.shape={tuple(labels.shape)}: "
-            "expected (N, C) logits and (N,) labels"
-        )
-    return F.cross_entropy(logits, labels.long())
 
 
 def binary_action_loss(logits: Tensor, targets: Tensor) -> Tensor:

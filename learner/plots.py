@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-import cv2
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
@@ -186,88 +185,3 @@ def metric_bars(
     out = _prepare(path)
     fig.savefig(out, dpi=110)
     return out
-
-
-def image_grid(
-    images: np.ndarray,
-    path: PathLike,
-    row_labels: Sequence[str] | None = None,
-    col_labels: Sequence[str] | None = None,
-    pad: int = 2,
-) -> Path:
-    """Write an (R, C) grid of RGB uint8 images (R, C, H, W, 3) as one PNG.
-
-    Tiles are separated by ``pad`` white pixels, so without labels the PNG is exactly
-    (R*H + (R-1)*pad, C*W + (C-1)*pad, 3). Labels, drawn with OpenCV, add a left margin
-    (row labels) and a top margin (column labels) sized to the text.
-    """
-    grid = np.asarray(images)
-    if grid.ndim != 5 or grid.shape[-1] != 3:
-        raise ValueError(f"images.shape={grid.shape}: expected (R, C, H, W, 3)")
-    if grid.dtype != np.uint8:
-        raise ValueError(f"images.dtype={grid.dtype}: expected uint8")
-    if pad < 0:
-        raise ValueError(f"pad={pad}: expected >= 0")
-    n_rows, n_cols, height, width, _ = grid.shape
-    if row_labels is not None and len(row_labels) != n_rows:
-        raise ValueError(
-            f"row_labels has {len(row_labels)} entries: expected {n_rows} (one per row)"
-        )
-    if col_labels is not None and len(col_labels) != n_cols:
-        raise ValueError(
-            f"col_labels has {len(col_labels)} entries: expected {n_cols} (one per column)"
-        )
-
-    canvas = np.full(
-        (n_rows * height + (n_rows - 1) * pad, n_cols * width + (n_cols - 1) * pad, 3),
-        255,
-        np.uint8,
-    )
-    for r in range(n_rows):
-        for c in range(n_cols):
-            top, left = r * (height + pad), c * (width + pad)
-            canvas[top : top + height, left : left + width] = grid[r, c]
-
-    if row_labels is not None or col_labels is not None:
-        canvas = _add_labels(canvas, height, width, pad, row_labels, col_labels)
-    out = _prepare(path)
-    # OpenCV writes BGR.
-    if not cv2.imwrite(str(out), np.ascontiguousarray(canvas[..., ::-1])):
-        raise OSError(f"cv2.imwrite failed for path={str(out)!r}")
-    return out
-
-
-def _add_labels(
-    canvas: np.ndarray,
-    height: int,
-    width: int,
-    pad: int,
-    row_labels: Sequence[str] | None,
-    col_labels: Sequence[str] | None,
-) -> np.ndarray:
-    font, scale, thickness, margin = cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1, 4
-    sizes = [
-        cv2.getTextSize(str(t), font, scale, thickness)
-        for t in [*(row_labels or []), *(col_labels or [])]
-    ]
-    text_height = max((size[0][1] + size[1] for size in sizes), default=0)
-    left = 0
-    if row_labels is not None:
-        left = (
-            max(cv2.getTextSize(str(t), font, scale, thickness)[0][0] for t in row_labels)
-            + 2 * margin
-        )
-    top = text_height + 2 * margin if col_labels is not None else 0
-    framed = np.full((canvas.shape[0] + top, canvas.shape[1] + left, 3), 255, np.uint8)
-    framed[top:, left:] = canvas
-    black = (0, 0, 0)
-    for r, text in enumerate(row_labels or []):
-        y = top + r * (height + pad) + height // 2 + text_height // 2
-        cv2.putText(framed, str(text), (margin, y), font, scale, black, thickness, cv2.LINE_AA)
-    for c, text in enumerate(col_labels or []):
-        text_width = cv2.getTextSize(str(text), font, scale, thickness)[0][0]
-        x = left + c * (width + pad) + max(0, (width - text_width) // 2)
-        cv2.putText(
-            framed, str(text), (x, top - margin), font, scale, black, thickness, cv2.LINE_AA
-        )
-    return framed

@@ -15,7 +15,6 @@ from hypothesis.extra.numpy import arrays
 from learner.losses import (
     ActionNormalizer,
     action_prediction_loss,
-    discrete_action_loss,
     nt_xent,
 )
 
@@ -179,15 +178,6 @@ def test_action_prediction_loss_is_mse() -> None:
     torch.testing.assert_close(action_prediction_loss(predicted, target), expected)
     with pytest.raises(ValueError, match=r"predicted.shape=\(6, 4\)"):
         action_prediction_loss(predicted, target[:, :3])
-
-
-def test_discrete_action_loss_is_cross_entropy() -> None:
-    logits = torch.randn(5, 3)
-    labels = torch.tensor([0, 2, 1, 1, 0])
-    expected = -torch.log_softmax(logits, 1)[torch.arange(5), labels].mean()
-    torch.testing.assert_close(discrete_action_loss(logits, labels), expected)
-    with pytest.raises(ValueError, match=r"labels.shape=\(4,\)"):
-        discrete_action_loss(logits, labels[:4])
 
 
 def test_action_normalizer_train_and_eval_semantics() -> None:

@@ -8,7 +8,6 @@ against it.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -183,27 +182,3 @@ def test_loss_curves_and_metric_bars_write_png(tmp_path):
     }
     out = plots.metric_bars(table, tmp_path / "bars.png")
     assert out.stat().st_size > 0 and _is_png(out)
-
-
-@pytest.mark.parametrize("labelled", [False, True])
-def test_image_grid_writes_expected_shape(tmp_path, labelled):
-    rng = np.random.default_rng(20)
-    images = rng.integers(0, 256, size=(2, 3, 16, 20, 3), dtype=np.uint8)
-    kw = dict(row_labels=["a", "bb"], col_labels=["t0", "t1", "t2"]) if labelled else {}
-    out = plots.image_grid(images, tmp_path / "grid.png", pad=2, **kw)
-    assert _is_png(out)
-    read = cv2.imread(str(out))
-    if labelled:
-        assert read.shape[0] > 2 * 16 + 2 and read.shape[1] > 3 * 20 + 2 * 2
-        rgb = read[-16:, -20:, ::-1]  # bottom-right tile is unaffected by label margins
-    else:
-        assert read.shape == (2 * 16 + 2, 3 * 20 + 2 * 2, 3)
-        rgb = read[-16:, -20:, ::-1]
-    np.testing.assert_array_equal(rgb, images[1, 2])
-
-
-def test_image_grid_rejects_bad_input(tmp_path):
-    with pytest.raises(ValueError, match="images.dtype"):
-        plots.image_grid(np.zeros((1, 1, 4, 4, 3), np.float32), tmp_path / "x.png")
-    with pytest.raises(ValueError, match="row_labels has 1"):
-        plots.image_grid(np.zeros((2, 1, 4, 4, 3), np.uint8), tmp_path / "x.png", row_labels=["a"])

@@ -59,7 +59,10 @@ def test_stop_and_resume_gives_the_same_losses_as_an_uninterrupted_run(make_conf
 def test_each_method_trains_on_its_own_pairs(make_config, tiny_dataset, method, offsets):
     from learner.pair_sources import make_pair_source
 
-    source = make_pair_source(offline(make_config, tiny_dataset, f"method={method}", "train.batch_size=256"), seed=0)
+    cfg = offline(make_config, tiny_dataset, f"method={method}", "train.batch_size=256")
+    # Every method sees the standard augmentations (SimCLR, SimCLR-TT, CIPER alike).
+    assert cfg.method.augment_crop and cfg.method.augment_color
+    source = make_pair_source(cfg, seed=0)
     try:
         pairs = source.next_pairs()
     finally:
