@@ -59,7 +59,6 @@ def register_app(name: str) -> None:
     hydra_settings = {
         "job": {"name": name},
         "output_subdir": None,  # saved by `save_run_config` once the config is known to be good
-        "sweep": {"dir": f"runs/{name}/multirun/${{now:%Y-%m-%d_%H-%M-%S}}"},  # jobs in <dir>/<n>/
         "job_logging": {
             "filters": {"progress_without_tty": {"()": "conf.app.ProgressWithoutTTY"}},
             "handlers": {

@@ -216,6 +216,6 @@ def register_configs() -> None:
     defaults.append("_self_")
     primary = {
         "defaults": defaults,
-        "hydra": {"run": {"dir": RUN_DIR}, "sweep": {"dir": "runs/multirun/${now:%Y-%m-%d_%H-%M-%S}"}},
+        "hydra": {"run": {"dir": RUN_DIR}, "sweep": {"dir": "runs/${hydra.job.name}/multirun/${now:%Y-%m-%d_%H-%M-%S}"}},
     }
     store.store(name="ciper", node=primary, provider="ciper")
