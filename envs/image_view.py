@@ -14,27 +14,21 @@ import os
 from typing import Any
 
 import cv2
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.utils import EzPickle
 
-from envs.actions import validate_action
-from envs.human_window import close_window, show_frame
+from envs import image_state
 from envs.image_sources import ImageSet, load_image_set
 from envs.image_state import (
     BACKGROUND_POOL_SIZE,
     OWN_BACKGROUND,
-    STATE_DIM,
     STATE_FIELDS,
     STATE_INDEX,
-    action_dims,
-    apply_action,
     random_state,
     validate_state,
 )
-from envs.view_arguments import check_view_arguments
-
-NUISANCE_MODES = ("per_step", "per_episode")
+from envs.view_env import ViewEnv
 
 # Luma weights (ITU-R 601, as torchvision's grayscale) and RGB -> YIQ; they sum to 1 and the
 # I, Q rows to 0, so saturation and hue maps keep grey grey.
@@ -95,7 +89,7 @@ def render_view(image: np.ndarray, state: np.ndarray, size: int) -> np.ndarray:
     return cv2.transform(crop, colour_matrix(state, mean_rgb))
 
 
-class ImageViewEnv(gym.Env):
+class ImageViewEnv(ViewEnv):
     """
     ## Description
     An active observer views one static 2D image through a parameterised augmentation: a
@@ -190,8 +184,9 @@ class ImageViewEnv(gym.Env):
       0.1 -> 0.2.
     """
 
-    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 15}
     state_fields = STATE_FIELDS
+    world = image_state
+    index_options = ("image_index", "object_index")
 
     def __init__(
         self,
@@ -205,148 +200,69 @@ class ImageViewEnv(gym.Env):
         nuisance: str = "per_step",
     ) -> None:
         catalog = os.fspath(catalog) if isinstance(catalog, os.PathLike) else catalog
-        self._init_kwargs = dict(
-            action_set=action_set, image_size=image_size, split=split, catalog=catalog,
-            episode_steps=episode_steps, render_mode=render_mode, render_size=render_size,
-            nuisance=nuisance,
-        )  # fmt: skip
-        if nuisance not in NUISANCE_MODES:
-            raise ValueError(f"nuisance={nuisance!r}: expected one of {NUISANCE_MODES}")
-        self.nuisance = nuisance
-        self.action_dims = action_dims(action_set)
-        self.action_set = action_set
-        check_view_arguments(image_size, render_size, episode_steps, render_mode, self.metadata["render_modes"])
-
+        self._configure(action_set, image_size, render_size, episode_steps, render_mode, nuisance)
         self.image_set: ImageSet = load_image_set(catalog)
         self.image_indices = self.image_set.select(split)
         if not self.image_indices.size:
             raise ValueError(f"split={split!r}: the image source {self.image_set.source} has no images in this split")
-        self.image_size = int(image_size)
-        self.render_size = int(render_size)
-        self.episode_steps = int(episode_steps)
-        self.render_mode = render_mode
         self.renderer = "cv2"
-
-        self.action_space = spaces.Box(-1.0, 1.0, shape=(len(self.action_dims),), dtype=np.float32)
         self.observation_space = spaces.Box(0, 255, shape=(self.image_size, self.image_size, 3), dtype=np.uint8)
-
-        self._state = np.zeros(STATE_DIM)
-        self._image_index = int(self.image_indices[0])
-        self._step = 0
-        self._window: str | None = None
+        self._index = int(self.image_indices[0])
         self._picture_key: tuple[int, int] | None = None
         self._picture: np.ndarray | None = None
-
-    # ------------------------------------------------------------------ gymnasium API
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        self._check_open("reset")
-        super().reset(seed=seed)
-        options = options or {}
-        key = "image_index" if "image_index" in options else "object_index"
-        if key in options:
-            index = int(options[key])
-            if not np.any(self.image_indices == index):
-                raise ValueError(f"options[{key!r}]={index}: not in the env's split")
-        else:
-            index = int(self.image_indices[int(self.np_random.integers(len(self.image_indices)))])
-        state = random_state(self.np_random)
-        if not self.image_set.composited:
-            state[STATE_INDEX["background"]] = OWN_BACKGROUND
-        if "state" in options:
-            try:
-                state = validate_state(options["state"])
-            except ValueError as error:
-                raise ValueError(f"options['state']: {error}") from None
-            background = state[STATE_INDEX["background"]]
-            if self.image_set.composited == (background == OWN_BACKGROUND):
-                expected = f"a pool index in [0, {BACKGROUND_POOL_SIZE})" if self.image_set.composited else f"{OWN_BACKGROUND:g}"
-                raise ValueError(
-                    f"options['state'][{STATE_INDEX['background']}] (background)={background:g}: expected {expected} "
-                    f"for the image source {self.image_set.source!r}"
-                )
-        self._image_index = index
-        self._state = state
-        self._step = 0
-        observation = self._observe(self.image_size)
-        if self.render_mode == "human":
-            self.render()
-        return observation, self._info(np.zeros(len(self.action_dims)))
-
-    def step(self, action):
-        self._check_open("step")
-        action = self._validated(action)
-        self._state, applied = apply_action(self._state, action, self.action_set)
-        if self.nuisance == "per_step" and self.image_set.composited:
-            self._state[STATE_INDEX["background"]] = float(self.np_random.integers(BACKGROUND_POOL_SIZE))
-        self._step += 1
-        observation = self._observe(self.image_size)
-        if self.render_mode == "human":
-            self.render()
-        truncated = self._step >= self.episode_steps
-        return observation, 0.0, False, truncated, self._info(applied)
-
-    def render(self):
-        if self.render_mode is None:
-            gym.logger.warn("render() called with render_mode=None; pass render_mode='rgb_array' or 'human'")
-            return None
-        frame = self._observe(self.render_size)
-        if self.render_mode == "rgb_array":
-            return frame
-        show_frame(self, frame)
-        return None
-
-    def close(self) -> None:
-        close_window(self)
-        self._closed = True
-
-    def _check_open(self, call: str) -> None:
-        if getattr(self, "_closed", False):
-            raise RuntimeError(f"{type(self).__name__}.{call}() after close(): make a new env")
-
-    # ------------------------------------------------------------------ helpers
-
-    @property
-    def state(self) -> np.ndarray:
-        """A copy of the current latent state (``state_fields`` order)."""
-        return self._state.copy()
+        EzPickle.__init__(
+            self, action_set=action_set, image_size=image_size, split=split, catalog=catalog,
+            episode_steps=episode_steps, render_mode=render_mode, render_size=render_size, nuisance=nuisance,
+        )  # fmt: skip
 
     @property
     def source_image(self) -> np.ndarray:
         """The current un-augmented picture (uint8 RGB): the image on the view's background."""
-        key = (self._image_index, int(self._state[STATE_INDEX["background"]]))
+        key = (self._index, int(self._state[STATE_INDEX["background"]]))
         if key != self._picture_key:
             self._picture = self.image_set.picture(*key)
             self._picture_key = key
         return self._picture
 
-    def _validated(self, action) -> np.ndarray:
-        return validate_action(action, self.action_space.shape, self.action_set)
+    # ------------------------------------------------------------------ ViewEnv hooks
 
-    def _observe(self, size: int) -> np.ndarray:
-        return render_view(self.source_image, self._state, size)
+    def _item_indices(self) -> np.ndarray:
+        return self.image_indices
 
-    def _info(self, applied: np.ndarray) -> dict[str, Any]:
-        label = int(self.image_set.labels[self._image_index])
+    def _start_state(self, options: dict[str, Any]) -> np.ndarray:
+        state = random_state(self.np_random)
+        if not self.image_set.composited:
+            state[STATE_INDEX["background"]] = OWN_BACKGROUND
+        if "state" not in options:
+            return state
+        try:
+            state = validate_state(options["state"])
+        except ValueError as error:
+            raise ValueError(f"options['state']: {error}") from None
+        background = state[STATE_INDEX["background"]]
+        if self.image_set.composited == (background == OWN_BACKGROUND):
+            expected = f"a pool index in [0, {BACKGROUND_POOL_SIZE})" if self.image_set.composited else f"{OWN_BACKGROUND:g}"
+            raise ValueError(
+                f"options['state'][{STATE_INDEX['background']}] (background)={background:g}: expected {expected} "
+                f"for the image source {self.image_set.source!r}"
+            )
+        return state
+
+    def _redraw_nuisance(self) -> None:
+        if self.image_set.composited:
+            self._state[STATE_INDEX["background"]] = float(self.np_random.integers(BACKGROUND_POOL_SIZE))
+
+    def _observe(self) -> np.ndarray:
+        return render_view(self.source_image, self._state, self.image_size)
+
+    def _render_frame(self) -> np.ndarray:
+        return render_view(self.source_image, self._state, self.render_size)
+
+    def _item_info(self) -> dict[str, Any]:
+        label = int(self.image_set.labels[self._index])
         return {
-            "state": self._state.copy(),
-            "applied_action": np.asarray(applied, dtype=np.float64),
-            "object_index": self._image_index,
-            "object_id": self.image_set.image_ids[self._image_index],
+            "object_index": self._index,
+            "object_id": self.image_set.image_ids[self._index],
             "category": self.image_set.class_names[label],
             "category_index": label,
-            "step": self._step,
-            "renderer": self.renderer,
         }
-
-    # Rebuild from the constructor arguments: the image set is reloaded (cached per process)
-    # rather than pickled, which for CIFAR-10 would copy 180 MB into every worker.
-    def __getstate__(self) -> dict[str, Any]:
-        return {"init_kwargs": self._init_kwargs, "state": self._state, "image_index": self._image_index, "step": self._step, "np_random": self.np_random}
-
-    def __setstate__(self, saved: dict[str, Any]) -> None:
-        self.__init__(**saved["init_kwargs"])
-        self._state = saved["state"]
-        self._image_index = saved["image_index"]
-        self._step = saved["step"]
-        self._np_random = saved["np_random"]  # per-step nuisances continue the same draws

@@ -4,29 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.utils import EzPickle
 
-from envs.actions import validate_action
+from envs import scene_state
 from envs.bullet_scene import BulletScene
 from envs.catalog import ObjectCatalog, load_catalog
-from envs.human_window import close_window, show_frame
-from envs.scene_state import (
-    STATE_DIM,
-    STATE_FIELDS,
-    action_dims,
-    apply_action,
-    random_state,
-    redraw_nuisance,
-)
-from envs.view_arguments import check_view_arguments
+from envs.scene_state import STATE_DIM, STATE_FIELDS, random_state, redraw_nuisance
+from envs.view_env import ViewEnv
 
 OBSERVABLES = ("rgb", "depth", "mask")
-NUISANCE_MODES = ("per_step", "per_episode")
 
 
-class ObjectViewEnv(gym.Env):
+class ObjectViewEnv(ViewEnv):
     """
     ## Description
     An active observer looks at one 3D object standing above a patterned floor, lit by one
@@ -136,8 +127,8 @@ class ObjectViewEnv(gym.Env):
       azimuth (sin/cos), which the floor now shows.
     """
 
-    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 15}
     state_fields = STATE_FIELDS
+    world = scene_state
 
     def __init__(
         self,
@@ -157,118 +148,58 @@ class ObjectViewEnv(gym.Env):
             observe = tuple(observe)
         except TypeError:  # None, a number
             raise ValueError(f"observe={observe!r}: expected a tuple containing 'rgb' and optionally 'depth', 'mask'") from None
-        self._init_kwargs = dict(
-            action_set=action_set, image_size=image_size, split=split, catalog=catalog,
-            episode_steps=episode_steps, observe=observe, renderer=renderer,
-            render_mode=render_mode, render_size=render_size, shadows=shadows, nuisance=nuisance,
-        )  # fmt: skip
-        if nuisance not in NUISANCE_MODES:
-            raise ValueError(f"nuisance={nuisance!r}: expected one of {NUISANCE_MODES}")
-        self.nuisance = nuisance
-        self.action_dims = action_dims(action_set)
-        self.action_set = action_set
-        check_view_arguments(image_size, render_size, episode_steps, render_mode, self.metadata["render_modes"])
+        self._configure(action_set, image_size, render_size, episode_steps, render_mode, nuisance)
         unknown = [o for o in observe if o not in OBSERVABLES]
         if not observe or unknown or "rgb" not in observe:
             raise ValueError(f"observe={observe!r}: expected a tuple containing 'rgb' and optionally 'depth', 'mask'")
-
         self.catalog: ObjectCatalog = load_catalog(catalog)
         self.object_indices = self.catalog.select(split)
         if not self.object_indices:
             raise ValueError(f"split={split!r}: the catalogue has no objects in this split")
-        self.image_size = int(image_size)
-        self.render_size = int(render_size)
-        self.episode_steps = int(episode_steps)
         self.observe = observe
-        self.render_mode = render_mode
-
-        self.action_space = spaces.Box(-1.0, 1.0, shape=(len(self.action_dims),), dtype=np.float32)
-        rgb_space = spaces.Box(0, 255, shape=(self.image_size, self.image_size, 3), dtype=np.uint8)
-        if observe == ("rgb",):
-            self.observation_space: spaces.Space = rgb_space
-        else:
-            components: dict[str, spaces.Space] = {"rgb": rgb_space}
-            if "depth" in observe:
-                components["depth"] = spaces.Box(0.0, 10.0, shape=(self.image_size, self.image_size), dtype=np.float32)
-            if "mask" in observe:
-                components["mask"] = spaces.Box(0, 1, shape=(self.image_size, self.image_size), dtype=np.uint8)
-            self.observation_space = spaces.Dict(components)
-
-        self._scene = BulletScene(renderer=renderer, shadows=shadows)
+        self.observation_space = self._observation_space()
+        self._scene: BulletScene | None = BulletScene(renderer=renderer, shadows=shadows)
         self.renderer = self._scene.renderer
-        self._state = np.zeros(STATE_DIM)
-        self._object_index = self.object_indices[0]
-        self._step = 0
-        self._window: str | None = None
+        self._index = self.object_indices[0]
+        EzPickle.__init__(
+            self, action_set=action_set, image_size=image_size, split=split, catalog=catalog,
+            episode_steps=episode_steps, observe=observe, renderer=renderer, render_mode=render_mode,
+            render_size=render_size, shadows=shadows, nuisance=nuisance,
+        )  # fmt: skip
 
-    # ------------------------------------------------------------------ gymnasium API
+    def _observation_space(self) -> spaces.Space:
+        rgb_space = spaces.Box(0, 255, shape=(self.image_size, self.image_size, 3), dtype=np.uint8)
+        if self.observe == ("rgb",):
+            return rgb_space
+        components: dict[str, spaces.Space] = {"rgb": rgb_space}
+        if "depth" in self.observe:
+            components["depth"] = spaces.Box(0.0, 10.0, shape=(self.image_size, self.image_size), dtype=np.float32)
+        if "mask" in self.observe:
+            components["mask"] = spaces.Box(0, 1, shape=(self.image_size, self.image_size), dtype=np.uint8)
+        return spaces.Dict(components)
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        self._check_open("reset")
-        super().reset(seed=seed)
-        options = options or {}
-        if "object_index" in options:
-            index = int(options["object_index"])
-            if index not in self.object_indices:
-                raise ValueError(f"options['object_index']={index}: not in the env's split")
-        else:
-            index = self.object_indices[int(self.np_random.integers(len(self.object_indices)))]
+    def object_mask(self) -> np.ndarray:
+        """Where the object is visible in the current view (bool, image_size square)."""
+        return self._scene.render(self._state, self.image_size, mask=True).mask
+
+    # ------------------------------------------------------------------ ViewEnv hooks
+
+    def _item_indices(self) -> list[int]:
+        return self.object_indices
+
+    def _start_state(self, options: dict[str, Any]) -> np.ndarray:
         state = random_state(self.np_random)
         if "state" in options:
             state = np.asarray(options["state"], dtype=np.float64).copy()
             if state.shape != (STATE_DIM,) or not np.all(np.isfinite(state)):
                 raise ValueError(f"options['state'] shape {state.shape}: expected ({STATE_DIM},) finite values")
-        self._object_index = index
-        self._state = state
-        self._step = 0
-        self._scene.show_object(self.catalog[index])
-        observation = self._observe()
-        if self.render_mode == "human":
-            self.render()
-        return observation, self._info(np.zeros(len(self.action_dims)))
+        return state
 
-    def step(self, action):
-        self._check_open("step")
-        action = self._validated(action)
-        self._state, applied = apply_action(self._state, action, self.action_set)
-        if self.nuisance == "per_step":
-            self._state = redraw_nuisance(self._state, self.np_random, self.action_set)
-        self._step += 1
-        observation = self._observe()
-        if self.render_mode == "human":
-            self.render()
-        truncated = self._step >= self.episode_steps
-        return observation, 0.0, False, truncated, self._info(applied)
+    def _redraw_nuisance(self) -> None:
+        self._state = redraw_nuisance(self._state, self.np_random, self.action_set)
 
-    def render(self):
-        if self.render_mode is None:
-            gym.logger.warn("render() called with render_mode=None; pass render_mode='rgb_array' or 'human'")
-            return None
-        frame = self._scene.render(self._state, self.render_size).rgb
-        if self.render_mode == "rgb_array":
-            return frame
-        show_frame(self, frame)
-        return None
-
-    def close(self) -> None:
-        close_window(self)
-        if getattr(self, "_scene", None) is not None:
-            self._scene.close()
-            self._scene = None
-
-    def _check_open(self, call: str) -> None:
-        if getattr(self, "_scene", None) is None:
-            raise RuntimeError(f"{type(self).__name__}.{call}() after close(): make a new env")
-
-    # ------------------------------------------------------------------ helpers
-
-    @property
-    def state(self) -> np.ndarray:
-        """A copy of the current latent state (``state_fields`` order)."""
-        return self._state.copy()
-
-    def _validated(self, action) -> np.ndarray:
-        return validate_action(action, self.action_space.shape, self.action_set)
+    def _show_item(self) -> None:
+        self._scene.show_object(self.catalog[self._index])
 
     def _observe(self):
         view = self._scene.render(self._state, self.image_size, depth="depth" in self.observe, mask="mask" in self.observe)
@@ -281,32 +212,19 @@ class ObjectViewEnv(gym.Env):
             observation["mask"] = view.mask.astype(np.uint8)
         return observation
 
-    def _info(self, applied: np.ndarray) -> dict[str, Any]:
-        entry = self.catalog[self._object_index]
+    def _render_frame(self) -> np.ndarray:
+        return self._scene.render(self._state, self.render_size).rgb
+
+    def _item_info(self) -> dict[str, Any]:
+        entry = self.catalog[self._index]
         return {
-            "state": self._state.copy(),
-            "applied_action": np.asarray(applied, dtype=np.float64),
-            "object_index": self._object_index,
+            "object_index": self._index,
             "object_id": entry.object_id,
             "category": entry.category,
             "category_index": self.catalog.category_index(entry.category),
-            "step": self._step,
-            "renderer": self.renderer,
         }
 
-    def object_mask(self) -> np.ndarray:
-        """Where the object is visible in the current view (bool, image_size square)."""
-        return self._scene.render(self._state, self.image_size, mask=True).mask
-
-    # pybullet clients cannot be pickled: rebuild from the constructor arguments (and keep
-    # the generator, which draws the per-step nuisances).
-    def __getstate__(self) -> dict[str, Any]:
-        return {"init_kwargs": self._init_kwargs, "state": self._state, "object_index": self._object_index, "step": self._step, "np_random": self.np_random}
-
-    def __setstate__(self, saved: dict[str, Any]) -> None:
-        self.__init__(**saved["init_kwargs"])
-        self._state = saved["state"]
-        self._object_index = saved["object_index"]
-        self._step = saved["step"]
-        self._np_random = saved["np_random"]  # per-step nuisances continue the same draws
-        self._scene.show_object(self.catalog[self._object_index])
+    def _release(self) -> None:
+        if getattr(self, "_scene", None) is not None:
+            self._scene.close()
+            self._scene = None

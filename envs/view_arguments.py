@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 
 IMAGE_SIZE_RANGE = (16, 1024)
+#: When the nuisances are drawn: at every step, or once at reset.
+NUISANCE_MODES = ("per_step", "per_episode")
 
 
 def check_view_arguments(
