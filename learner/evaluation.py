@@ -430,7 +430,8 @@ def _evaluate_and_plot(train_x, train_views, test_x, test_views, env_cfg: Any, e
         probe_epochs=int(eval_cfg.probe_epochs), knn_k=int(eval_cfg.knn_k), seed=int(eval_cfg.seed),
     )  # fmt: skip
     if out_dir is not None and eval_cfg.plots and test_x.shape[1] >= 2:
-        plot_test_embedding(test_x, test_views, str(env_cfg.id), str(env_cfg.action_set), Path(out_dir) / "embedding_test_objects.png")
+        plot_test_embedding(test_x, test_views, str(env_cfg.id), str(env_cfg.action_set),
+                            Path(out_dir) / "embedding_test_objects.png", category_names(env_cfg))  # fmt: skip
     return results
 
 
@@ -450,15 +451,31 @@ def main_pose_latent(state: np.ndarray, episode: np.ndarray, env_id: str, action
     return names[0], pose[:, 0].astype(np.float64)
 
 
-def plot_test_embedding(features: np.ndarray, probe: ProbeViews, env_id: str, action_set: str, path: Path) -> Path:
-    """PCA of test-view features, coloured by object, by category and by the main pose latent."""
+def category_names(env_cfg: Any) -> tuple[str, ...] | None:
+    """The catalogue's category names by label index (ObjectView), None elsewhere."""
+    if str(env_cfg.id) != envs.OBJECT_VIEW_ID:
+        return None
+    from envs.catalog import load_catalog
+
+    return load_catalog(env_cfg.catalog).categories
+
+
+def plot_test_embedding(
+    features: np.ndarray, probe: ProbeViews, env_id: str, action_set: str, path: Path,
+    names: Sequence[str] | None = None,
+) -> Path:  # fmt: skip
+    """PCA of test-view features (axes labelled with the variance they explain), coloured by
+    object, by category (``names`` by label index) and by the main pose latent."""
     name, values = main_pose_latent(probe.state, probe.episode, env_id, action_set)
     # Wrapping angles get a cyclic colormap, so -pi and pi share a colour.
     cyclic = [name] if any(word in name for word in ("azimuth", "rotation", "hue")) else []
+    categories = probe.category if names is None else np.array([names[c] if c >= 0 else "(none)" for c in probe.category])
+    points, explained = metrics.pca_2d_explained(features)
     return embedding_plot(
-        metrics.pca_2d(features),
-        {"object": probe.object_index, "category": probe.category, name: values},
+        points,
+        {"object": probe.object_index, "category": categories, name: values},
         path,
         title="test objects (held out)",
         cyclic=cyclic,
+        axis_labels=(f"PC1 ({explained[0]:.0%} of variance)", f"PC2 ({explained[1]:.0%})"),
     )

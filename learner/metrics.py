@@ -289,9 +289,15 @@ def positive_retrieval_top1(features_a: ArrayLike, features_b: ArrayLike, candid
 
 def pca_2d(x: ArrayLike) -> np.ndarray:
     """Features projected on their top two principal axes (N, 2), signs fixed (sklearn)."""
+    return pca_2d_explained(x)[0]
+
+
+def pca_2d_explained(x: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """`pca_2d` and the fraction of the variance each of the two axes explains (2,)."""
     from sklearn.decomposition import PCA
 
     feats = as_features(x, "x")
     if feats.shape[0] < 2 or feats.shape[1] < 2:
         raise ValueError(f"x.shape={feats.shape}: PCA to 2-D needs N >= 2 and D >= 2")
-    return PCA(n_components=2, svd_solver="full").fit_transform(feats)
+    pca = PCA(n_components=2, svd_solver="full")
+    return pca.fit_transform(feats), pca.explained_variance_ratio_

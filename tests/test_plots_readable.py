@@ -45,3 +45,17 @@ def test_embedding_plot_names_its_axes_and_keeps_the_legend_off_the_points(tmp_p
     legend = ax.get_legend()
     assert sorted(text.get_text() for text in legend.get_texts()) == ["chair", "cone", "mug"]
     assert legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1 - 1  # anchored right of the panel
+
+
+def test_pca_axes_report_the_variance_they_explain_and_categories_have_names(make_config):
+    from learner.evaluation import category_names
+    from learner.metrics import pca_2d_explained
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 3)) * np.array([3.0, 1.0, 0.0])
+    points, explained = pca_2d_explained(x)
+    assert points.shape == (2000, 2)
+    np.testing.assert_allclose(explained, [0.9, 0.1], atol=0.02)
+    names = category_names(make_config().env)
+    assert "mug" in names and list(names) == sorted(names)
+    assert category_names(make_config("env.id=ciper/ImageView-v0").env) is None
