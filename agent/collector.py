@@ -26,6 +26,7 @@ import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 from tqdm import tqdm
 
+import envs  # also registers the ids in a fresh worker process (which imports this module)
 from agent.policies import ObserverPolicy
 from agent.transitions import TransitionBatch, TransitionSink
 
@@ -40,7 +41,7 @@ def env_kwargs(env_cfg: Any) -> dict[str, Any]:
         action_set=env_cfg.action_set, image_size=int(env_cfg.image_size), split=env_cfg.split,
         catalog=env_cfg.catalog, episode_steps=int(env_cfg.episode_steps), nuisance=env_cfg.nuisance,
     )  # fmt: skip
-    if env_cfg.id == "ciper/ObjectView-v0":  # the image world has no 3D renderer to choose
+    if env_cfg.id == envs.OBJECT_VIEW_ID:  # the image world has no 3D renderer to choose
         kwargs["renderer"] = env_cfg.renderer
     kwargs.update(dict(env_cfg.extra or {}))
     return kwargs
@@ -54,8 +55,6 @@ def ignore_interrupts_in_workers() -> None:
 
 
 def _make_env(env_id: str, kwargs: dict[str, Any]) -> gym.Env:
-    import envs  # noqa: F401  (registers the ids in a fresh worker process)
-
     ignore_interrupts_in_workers()
 
     return gym.make(env_id, **kwargs)

@@ -60,7 +60,7 @@ def shard_plan(steps: int, shard_size: int) -> list[tuple[int, int]]:
 def catalog_fingerprint(catalog: str | None, env_id: str) -> dict[str, Any]:
     """Path and content sha256 of the catalogue (a file, or a folder's files in name order)."""
     if catalog is None:
-        if env_id != "ciper/ObjectView-v0":
+        if env_id != envs.OBJECT_VIEW_ID:
             return {"path": None, "sha256": None}
         from envs.catalog import default_catalog_path
 

@@ -12,17 +12,21 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
+from envs import OBJECT_VIEW_ID, scene_state, view_arguments
 
+
+# The env keys' defaults are the env constructors' own (envs.view_arguments), so they live in
+# one place; envs imports nothing from conf.
 @dataclass
 class EnvConfig:
-    id: str = "ciper/ObjectView-v0"  # Gymnasium id: ciper/ObjectView-v0 or ciper/ImageView-v0
-    action_set: str = "camera"  # which action dimensions exist (see the env's docstring)
-    image_size: int = 64  # side of the square observation, pixels
-    split: str = "train"  # catalogue split the observer learns on (objects; images for ImageView)
+    id: str = OBJECT_VIEW_ID  # Gymnasium id: ciper/ObjectView-v0 or ciper/ImageView-v0
+    action_set: str = scene_state.DEFAULT_ACTION_SET  # which action dimensions exist (see the env's docstring); ImageView: geometric | photometric | full
+    image_size: int = view_arguments.IMAGE_SIZE  # side of the square observation, pixels
+    split: str = view_arguments.SPLIT  # catalogue split the observer learns on (objects; images for ImageView)
     catalog: str | None = None  # catalogue CSV / image folder; None = the shipped default
-    episode_steps: int = 32  # steps before an episode truncates and a new object is drawn
-    renderer: str = "tiny"  # tiny (CPU, deterministic) or egl (GPU, falls back to tiny)
-    nuisance: str = "per_step"  # per_step: light colour, floor/object tint (ImageView: background) redrawn every step; per_episode: at reset
+    episode_steps: int = view_arguments.EPISODE_STEPS  # steps before an episode truncates and a new object is drawn
+    renderer: str = view_arguments.RENDERER  # tiny (CPU, deterministic) or egl (GPU, falls back to tiny)
+    nuisance: str = view_arguments.NUISANCE  # per_step: light colour, floor/object tint (ImageView: background) redrawn every step; per_episode: at reset
     extra: dict[str, Any] = field(default_factory=dict)  # further env kwargs, passed through
 
 

@@ -83,6 +83,8 @@ PHOTOMETRIC_DIMS = (
 )
 FLIP_DIMS = (ActionDim("flip", 1.0, "toggle when the value is > 0.5"),)
 
+#: The action set an env of this world has when none is given.
+DEFAULT_ACTION_SET = "geometric"
 #: Which action dimensions each ``action_set`` exposes, in order.
 ACTION_SETS: dict[str, tuple[ActionDim, ...]] = {
     "geometric": GEOMETRIC_DIMS,

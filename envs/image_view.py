@@ -28,6 +28,7 @@ from envs.image_state import (
     random_state,
     validate_state,
 )
+from envs.view_arguments import EPISODE_STEPS, IMAGE_SIZE, NUISANCE, RENDER_SIZE, SPLIT
 from envs.view_env import ViewEnv
 
 # Luma weights (ITU-R 601, as torchvision's grayscale) and RGB -> YIQ; they sum to 1 and the
@@ -170,7 +171,7 @@ class ImageViewEnv(ViewEnv):
       CIFAR-10 keeps its own) or "all" (default "train").
     - ``catalog``: the image source: None or "default" (synthetic digits),
       "cifar10:<folder with the binary batches>", or an image folder path.
-    - ``episode_steps``: steps before truncation (default 100).
+    - ``episode_steps``: steps before truncation (default 32).
     - ``render_mode``: None, "rgb_array" (a ``render_size`` frame) or "human" (OpenCV window).
     - ``render_size``: side of the ``render()`` frame (default 256).
     - ``nuisance``: "per_step" (default) draws a new pool background at every step;
@@ -182,6 +183,8 @@ class ImageViewEnv(ViewEnv):
       per-view pool backgrounds (state field ``background``, index 9) instead of one
       background per image; 3,750 digits at 64 px instead of 600 at 96 px; saturation step
       0.1 -> 0.2.
+    - v0, one default per key (issue 12): ``episode_steps`` defaults to 32 (was 100), the
+      config's default; constructor defaults live in ``envs.view_arguments``.
     """
 
     state_fields = STATE_FIELDS
@@ -190,14 +193,14 @@ class ImageViewEnv(ViewEnv):
 
     def __init__(
         self,
-        action_set: str = "geometric",
-        image_size: int = 64,
-        split: str = "train",
+        action_set: str = image_state.DEFAULT_ACTION_SET,
+        image_size: int = IMAGE_SIZE,
+        split: str = SPLIT,
         catalog: str | os.PathLike | None = None,
-        episode_steps: int = 100,
+        episode_steps: int = EPISODE_STEPS,
         render_mode: str | None = None,
-        render_size: int = 256,
-        nuisance: str = "per_step",
+        render_size: int = RENDER_SIZE,
+        nuisance: str = NUISANCE,
     ) -> None:
         catalog = os.fspath(catalog) if isinstance(catalog, os.PathLike) else catalog
         self._configure(action_set, image_size, render_size, episode_steps, render_mode, nuisance)

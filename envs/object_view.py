@@ -12,6 +12,7 @@ from envs import scene_state
 from envs.bullet_scene import BulletScene
 from envs.catalog import ObjectCatalog, load_catalog
 from envs.scene_state import STATE_DIM, STATE_FIELDS, random_state, redraw_nuisance
+from envs.view_arguments import EPISODE_STEPS, IMAGE_SIZE, NUISANCE, RENDER_SIZE, RENDERER, SPLIT
 from envs.view_env import ViewEnv
 
 OBSERVABLES = ("rgb", "depth", "mask")
@@ -106,7 +107,7 @@ class ObjectViewEnv(ViewEnv):
     - ``split``: catalogue split to draw objects from: "train", "test", "extra",
       "categorised" or "all" (default "train").
     - ``catalog``: path of a catalogue CSV (default: the shipped ``assets/objects.csv``).
-    - ``episode_steps``: steps before truncation (default 100).
+    - ``episode_steps``: steps before truncation (default 32).
     - ``observe``: tuple of observables among "rgb", "depth", "mask" (default ("rgb",)).
     - ``renderer``: "tiny" (TinyRenderer, CPU, deterministic; default) or "egl" (GPU; falls
       back to "tiny" with a RuntimeWarning when EGL is not available).
@@ -125,6 +126,8 @@ class ObjectViewEnv(ViewEnv):
       camera distance step 0.1 -> 0.25 and range [1.2, 2.6] -> [1.2, 2.2], light azimuth
       step 30 -> 45 deg, 40 instances per shape family; ``absolute_pose`` gains the camera
       azimuth (sin/cos), which the floor now shows.
+    - v0, one default per key (issue 12): ``episode_steps`` defaults to 32 (was 100), the
+      config's default; constructor defaults live in ``envs.view_arguments``.
     """
 
     state_fields = STATE_FIELDS
@@ -132,17 +135,17 @@ class ObjectViewEnv(ViewEnv):
 
     def __init__(
         self,
-        action_set: str = "camera",
-        image_size: int = 64,
-        split: str = "train",
+        action_set: str = scene_state.DEFAULT_ACTION_SET,
+        image_size: int = IMAGE_SIZE,
+        split: str = SPLIT,
         catalog: str | None = None,
-        episode_steps: int = 100,
+        episode_steps: int = EPISODE_STEPS,
         observe: tuple[str, ...] | list[str] = ("rgb",),
-        renderer: str = "tiny",
+        renderer: str = RENDERER,
         render_mode: str | None = None,
-        render_size: int = 256,
+        render_size: int = RENDER_SIZE,
         shadows: bool = True,
-        nuisance: str = "per_step",
+        nuisance: str = NUISANCE,
     ) -> None:
         try:
             observe = tuple(observe)

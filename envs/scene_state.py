@@ -83,6 +83,8 @@ LIGHT_DIMS = (
 )
 FLOOR_DIMS = (ActionDim("floor_hue", 0.05, "hue turns"),)
 
+#: The action set an env of this world has when none is given.
+DEFAULT_ACTION_SET = "camera"
 #: Which action dimensions each ``action_set`` exposes, in order.
 ACTION_SETS: dict[str, tuple[ActionDim, ...]] = {
     "camera": CAMERA_DIMS,

@@ -1,5 +1,11 @@
-"""Checks of the constructor arguments every view environment shares (sizes, episode
-length, render mode), so both worlds refuse bad values with the same messages."""
+"""The constructor arguments every view environment shares: their defaults and their checks
+(sizes, episode length, render mode), so both worlds default alike and refuse bad values with
+the same messages.
+
+The defaults are the project's one source for these keys: the env constructors and the
+config schema (``conf.schema.EnvConfig``) both read them from here, and this module imports
+nothing from ``conf/``, so ``envs`` stays importable alone.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,12 @@ from collections.abc import Sequence
 import numpy as np
 
 IMAGE_SIZE_RANGE = (16, 1024)
+IMAGE_SIZE = 64  # side of the square observation, pixels
+RENDER_SIZE = 256  # side of a render() frame, pixels
+SPLIT = "train"  # which objects (images) an env draws from
+EPISODE_STEPS = 32  # steps before an episode truncates
+NUISANCE = "per_step"  # nuisances redrawn at every step (see NUISANCE_MODES)
+RENDERER = "tiny"  # ObjectView's pybullet renderer: TinyRenderer (CPU, deterministic)
 #: When the nuisances are drawn: at every step, or once at reset.
 NUISANCE_MODES = ("per_step", "per_episode")
 

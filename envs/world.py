@@ -27,6 +27,8 @@ class World(Protocol):
     STATE_INDEX: dict[str, int]
     #: The action dimensions each ``action_set`` exposes, in order.
     ACTION_SETS: dict[str, tuple[ActionDim, ...]]
+    #: The action set an env of this world has when none is given.
+    DEFAULT_ACTION_SET: str
 
     def action_dims(self, action_set: str) -> tuple[ActionDim, ...]:
         """The action dimensions of ``action_set``; ValueError naming the valid sets."""
