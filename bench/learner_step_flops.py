@@ -25,8 +25,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from agent.view_pairs import ViewPairs
 from conf.compose import compose_config
+from learner.device import select_device
 from learner.pair_sources import relative_action_dim
-from learner.train import Learner, select_device
+from learner.train import Learner
 
 MATMUL_SIZE = 2048
 

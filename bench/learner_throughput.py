@@ -22,8 +22,9 @@ import torch
 
 from agent.view_pairs import ViewPairs
 from conf.compose import compose_config
+from learner.device import select_device
 from learner.pair_sources import relative_action_dim
-from learner.train import Learner, select_device, train
+from learner.train import Learner, train
 
 
 def synthetic_pairs(batch: int, size: int, action_dim: int, seed: int = 0) -> ViewPairs:

@@ -46,6 +46,7 @@ from learner.checkpoint import (
     rng_states,
     save_checkpoint,
 )
+from learner.device import fast_path, select_device
 from learner.distributed import (
     DistributedContext,
     all_gather_objects,
@@ -63,16 +64,6 @@ log = logging.getLogger(__name__)
 
 class TrainingDiverged(FloatingPointError):
     """A non-finite loss: training stops and the last checkpoint is left as it was."""
-
-
-def select_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU; anything else is taken as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name!r}: CUDA is not available on this machine")
-    return device
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
@@ -130,7 +121,8 @@ class Learner:
         self.architecture = architecture_of(cfg, self.target_dim)
         self.model: CiperModel = model_from_architecture(self.architecture).to(device)
         self.on_cuda = device.type == "cuda"
-        self.channels_last = self.on_cuda and bool(cfg.train.channels_last)
+        self.fast_path = fast_path(device, cfg.train.channels_last, cfg.train.bf16)
+        self.channels_last = self.fast_path.channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.AdamW(
@@ -145,7 +137,7 @@ class Learner:
 
             forward = DistributedDataParallel(self.model, device_ids=[device.index] if self.on_cuda else None)
         self.forward = torch.compile(forward) if cfg.train.compile else forward
-        self.autocast_dtype = torch.bfloat16 if self.on_cuda and cfg.train.bf16 else None
+        self.autocast_dtype = torch.bfloat16 if self.fast_path.bf16 else None
 
     def images(self, views: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
         """uint8 (N, H, W, 3) on the host -> normalised, augmented float (N, 3, H, W) on the
