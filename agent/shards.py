@@ -224,11 +224,15 @@ class ShardWriter:
         return sum(s["transitions"] for s in self._manifest["shards"])
 
     def discard_stale(self) -> list[str]:
-        """Delete ``*.tmp`` shard folders left by an interrupted write; returns their names."""
+        """Delete ``*.tmp`` shard folders and manifest temporaries left by an interrupted
+        write; returns their names."""
         stale = sorted(p for p in self.root.glob("shard_*.tmp") if p.is_dir())
         for path in stale:
             shutil.rmtree(path)
-        return [p.name for p in stale]
+        manifests = sorted(self.root.glob(f".{MANIFEST_NAME}.*.tmp"))  # agent.atomic_files' names
+        for path in manifests:
+            path.unlink(missing_ok=True)
+        return [p.name for p in stale + manifests]
 
     def adopt_orphans(self) -> list[int]:
         """List complete shard folders missing from the manifest (a crash between the rename

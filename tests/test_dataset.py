@@ -158,11 +158,13 @@ def test_stale_tmp_is_removed_and_an_unlisted_complete_shard_is_adopted(tmp_path
     (tmp_path / MANIFEST_NAME).write_text(json.dumps(listed))
     (tmp_path / "shard_00004.tmp").mkdir()
     (tmp_path / "shard_00004.tmp" / "view.npy").write_bytes(b"partial")
+    (tmp_path / f".{MANIFEST_NAME}.999.tmp").write_text('{"half": ')  # a manifest write killed midway
     shutil.copytree(tmp_path / "shard_00003", tmp_path / "shard_00005")
     (tmp_path / "shard_00005" / "view.npy").write_bytes(b"not the recorded bytes")
     writer = ShardWriter(tmp_path, HEADER, 10)
     assert writer.shard_indices() == [0, 1, 2, 3]
     assert not (tmp_path / "shard_00004.tmp").exists() and not (tmp_path / "shard_00005").exists()
+    assert not list(tmp_path.glob("*.tmp"))
     assert ViewPairDataset(tmp_path).num_transitions == len(batch)
 
 
