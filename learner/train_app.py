@@ -28,7 +28,6 @@ from agent.rollout_app import header_differences, resolve_path
 from agent.shards import read_manifest
 from conf.app import hydra_app, overridden_keys, rerun_command
 from conf.validate import ConfigError
-from learner.train import print_summary, train
 
 # Keys a resumed run may change freely: where and how it runs, not what it learns.
 RESUME_FREE_KEYS = (
@@ -120,6 +119,9 @@ def finished_metrics(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
 
 def run(cfg: DictConfig) -> None:
     """Train as configured; print what was learned; files go to the run folder."""
+    # torch loads only once the config is known to be good: a refused command answers at once.
+    from learner.train import print_summary, train
+
     run_dir = Path(cfg.run_dir)
     kept = finished_metrics(cfg, run_dir)
     if kept is not None:
