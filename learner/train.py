@@ -114,6 +114,9 @@ class Learner:
         self.augment = None if spec is None else ViewAugmentation(spec, int(cfg.env.image_size), int(cfg.train.seed) + 1)
         # The prediction target: the relative action, then the relative augmentation parameters.
         self.target_dim = action_dim + (0 if spec is None else len(spec.parameter_names))
+        world = envs.world_module(str(cfg.env.id))
+        self.target_names = [*world.relative_action_names(str(cfg.env.action_set)),
+                             *(f"delta_{n}" for n in (spec.parameter_names if spec else ()))]  # fmt: skip
         from learner.evaluation import SHORTCUT_PAIRS
 
         self.shortcut_pairs = SHORTCUT_PAIRS  # the first pairs trained on feed the shortcut diagnostic
@@ -348,6 +351,7 @@ def train(
             "losses_last": _mean_losses(history[-_window(len(history)) :]),
             "data": source.stats(),
             "shortcut_colour_top1": learner.shortcut_top1(),
+            "prediction_target": learner.target_names,
             "checkpoint": str(checkpoint_path),
         }
     finally:

@@ -73,7 +73,7 @@ def test_each_method_trains_on_its_own_pairs(make_config, tiny_dataset, method, 
 
 
 def test_augmentation_parameters_reach_the_prediction_target(make_config, tiny_dataset, tmp_path, monkeypatch):
-    from learner.augment import ViewAugmentation
+    from learner.augment import COLOR_PARAMETERS, CROP_PARAMETERS, ViewAugmentation
 
     seen = {}
     real_forward, real_losses = ViewAugmentation.forward, train_module.method_losses
@@ -89,7 +89,8 @@ def test_augmentation_parameters_reach_the_prediction_target(make_config, tiny_d
     monkeypatch.setattr(ViewAugmentation, "forward", recording_forward)
     monkeypatch.setattr(train_module, "method_losses", recording_losses)
     cfg = offline(make_config, tiny_dataset, "method=ciper", "train.steps=1", "method.augment_flip=true")
-    train(cfg, tmp_path / "run")
+    metrics = train(cfg, tmp_path / "run")
+    assert metrics["prediction_target"][-10:] == [f"delta_{n}" for n in (*CROP_PARAMETERS, "flip", *COLOR_PARAMETERS)]
     n, params, target = cfg.train.batch_size, seen["parameters"], seen["target"]
     a = len(envs.world_module(cfg.env.id).relative_action_names(cfg.env.action_set))
     assert params.shape == (2 * n, 10) and target.shape == (n, a + 10)  # action, crop 4, flip 1, colour 5
