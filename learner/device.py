@@ -4,10 +4,9 @@
 default measured for the device type (``bench/learner_step_flops.py``, README
 "Performance"): channels_last wins on CUDA and on CPU (oneDNN convolutions, 1.3x-1.5x on
 the small encoder's step), bf16 autocast wins on CUDA but runs ~10x slower on a CPU
-without bf16 units, so it is off there. The CPU keeps PyTorch's intra-op thread count
-(one per physical core): on the 2-core machine these numbers come from, fewer threads
-lost and more oversubscribed the cores. ``torch.compile`` stays opt-in on every device
-(no measured gain on CPU).
+without bf16 units, so it is off there. The CPU keeps PyTorch's default intra-op thread
+count (one per physical core). ``torch.compile`` stays opt-in on every device (no measured
+gain on CPU).
 """
 
 from __future__ import annotations

@@ -128,8 +128,10 @@ class Learner:
         self.channels_last = self.fast_path.channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # foreach (multi-tensor update kernels) is PyTorch's default only on CUDA; on CPU it
+        # made the small encoder's step ~5% faster (README "Performance").
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=float(cfg.optim.lr), weight_decay=float(cfg.optim.weight_decay)
+            self.model.parameters(), lr=float(cfg.optim.lr), weight_decay=float(cfg.optim.weight_decay), foreach=True
         )
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(int(cfg.optim.warmup_steps), int(cfg.train.steps))
