@@ -26,6 +26,7 @@ import math
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -168,123 +169,153 @@ def write_views_grid(cfg: DictConfig, dataset: Path | None, path: Path) -> Path:
     return path
 
 
-def build_report(cfg: DictConfig, user: Sequence[str] = ()) -> dict[str, Any]:
-    """Run (or resume) every run of the report in ``cfg.run_dir``, then write its files.
+@dataclass(frozen=True)
+class Job:
+    """One row-maker of the report: a training run of ``method``, or a reference scored
+    by the evaluation's code (``reference`` True), for one seed."""
 
-    ``user`` are the overrides given to the app, passed on to every run. Returns the
-    ``report.json`` payload.
-    """
-    started = time.perf_counter()
-    r = cfg.report
-    out = Path(cfg.run_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    user = passed_through(user)
-    methods, seeds = [str(m) for m in r.methods], [int(s) for s in r.seeds]
-    if not methods or not seeds:
-        raise ValueError(f"report.methods={methods}, report.seeds={seeds}: both need at least one entry")
-    timings: dict[str, float] = {}
+    method: str
+    seed: int
+    reference: bool = False
 
-    dataset: Path | None = None
-    if str(r.mode) == "offline":
-        from agent.rollout_app import rollout
+    @property
+    def folder(self) -> str:
+        if not self.reference:
+            return f"{self.method}_seed{self.seed}"
+        return f"reference_{self.method}" + (f"_seed{self.seed}" if self.method in PER_SEED_REFERENCES else "")
 
-        dataset = out / "dataset"
-        tick = time.perf_counter()
-        rollout_cfg = compose_in_app(
-            merged_overrides(list(r.overrides), user, [f"dataset.path={dataset}", f"dataset.steps={int(r.dataset_steps)}"]),
-            out,
-        )
-        rollout(rollout_cfg)
-        timings["dataset_s"] = time.perf_counter() - tick
-    elif str(r.mode) != "online":
-        raise ValueError(f"report.mode={r.mode!r}: expected 'offline' or 'online'")
 
+def report_jobs(methods: Sequence[str], seeds: Sequence[int]) -> list[Job]:
+    """Every method for every seed, then the references (the seeded one per seed)."""
+    from learner.evaluation import REFERENCES
+
+    jobs = [Job(m, s) for m in methods for s in seeds]
+    return jobs + [Job(ref, s, reference=True) for ref in REFERENCES for s in (seeds if ref in PER_SEED_REFERENCES else seeds[:1])]
+
+
+def run_job(job: Job, cfg: DictConfig, user: Sequence[str], dataset: Path | None, out: Path) -> dict[str, Any]:
+    """The metrics of ``job``: reused when its folder holds a finished run of the same config."""
     from learner.train import train
 
-    # Env, eval and view settings as every run sees them (report.overrides and the user's applied).
-    shared_cfg = compose_in_app(run_overrides(cfg, user, methods[0], seeds[0], dataset), out)
-    eval_cfg, env_cfg = shared_cfg.eval, shared_cfg.env
-    from learner.evaluation import REFERENCE_MEANING, REFERENCES
+    run_dir = out / "runs" / job.folder
+    base = "ciper" if job.reference else job.method  # references read the ciper run's env/eval/method
+    run_cfg = compose_in_app(run_overrides(cfg, user, base, job.seed, dataset), run_dir)
+    check_same_config(run_dir, run_cfg)
+    metrics = finished(run_dir)
+    if metrics is not None:
+        return metrics
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(run_cfg, run_dir / "config.yaml")  # the resolved config of every run
+    if job.reference:
+        metrics = evaluate_reference_run(job.method, run_cfg, run_dir)
+        write_metrics(run_dir, metrics)
+        return metrics
+    metrics = train(run_cfg, run_dir)
+    if not metrics.get("completed"):
+        raise SystemExit(f"run {run_dir} stopped early ({metrics.get('stopped_by')}); "
+                         "rerun ciper-report with the same hydra.run.dir to resume")  # fmt: skip
+    return metrics
 
-    jobs = [(m, s) for m in methods for s in seeds]
-    jobs += [(ref, s) for ref in REFERENCES for s in (seeds if ref in PER_SEED_REFERENCES else seeds[:1])]
-    per_seed: dict[str, dict[int, dict[str, float]]] = {}
-    run_metrics: dict[str, dict[int, dict[str, Any]]] = {}
-    histories: dict[str, list[list[dict[str, float]]]] = {}
-    tick = time.perf_counter()
-    with tqdm(jobs, desc="report runs", unit="run", position=0, dynamic_ncols=True) as bar:
-        for method, seed in bar:
-            bar.set_postfix_str(f"{method} seed {seed}")
-            is_reference = method in REFERENCES and method not in methods
-            name = f"reference_{method}" + (f"_seed{seed}" if method in PER_SEED_REFERENCES else "") if is_reference else f"{method}_seed{seed}"
-            run_dir = out / "runs" / name
-            base = method if method in methods else "ciper"  # references read the ciper run's env/eval/model
-            run_cfg = compose_in_app(run_overrides(cfg, user, base, seed, dataset), run_dir)
-            check_same_config(run_dir, run_cfg)
-            metrics = finished(run_dir)
-            if metrics is None:
-                run_dir.mkdir(parents=True, exist_ok=True)
-                OmegaConf.save(run_cfg, run_dir / "config.yaml")  # the resolved config of every run
-                if is_reference:
-                    metrics = evaluate_reference_run(method, run_cfg, run_dir)
-                else:
-                    metrics = train(run_cfg, run_dir)
-                    if not metrics.get("completed"):
-                        raise SystemExit(f"run {run_dir} stopped early ({metrics.get('stopped_by')}); "
-                                         "rerun ciper-report with the same hydra.run.dir to resume")  # fmt: skip
-                if is_reference:
-                    write_metrics(run_dir, metrics)
-            per_seed.setdefault(method, {})[seed] = {k: float(v) for k, v in metrics["eval"].items()}
-            run_metrics.setdefault(method, {})[seed] = metrics
-            history_path = run_dir / "loss_history.json"
-            if history_path.exists():
-                histories.setdefault(method, []).append(json.loads(history_path.read_text()))
-    timings["runs_s"] = time.perf_counter() - tick
 
-    references = [ref for ref in REFERENCES if ref not in methods]
-    table = report.summarise(per_seed)
-    targets = report.check_targets(per_seed)
+def write_dataset(cfg: DictConfig, user: Sequence[str], out: Path) -> Path | None:
+    """The report's shared dataset (``report.mode=offline``; reused when complete), or None online."""
+    r = cfg.report
+    if str(r.mode) == "online":
+        return None
+    if str(r.mode) != "offline":
+        raise ValueError(f"report.mode={r.mode!r}: expected 'offline' or 'online'")
+    from agent.rollout_app import rollout
 
+    dataset = out / "dataset"
+    layers = merged_overrides(list(r.overrides), user, [f"dataset.path={dataset}", f"dataset.steps={int(r.dataset_steps)}"])
+    rollout(compose_in_app(layers, out))
+    return dataset
+
+
+def write_plots(out: Path, table: dict, histories: dict, methods: Sequence[str], seeds: Sequence[int], steps: int) -> dict[str, str]:
+    """Loss curves, headline and per-column metric bars, embeddings; caption -> file name."""
     plots: dict[str, str] = {}
-    curves = report.mean_loss_curves(histories, smooth=max(1, int(r.steps) // 30))
+    curves = report.mean_loss_curves(histories, smooth=max(1, steps // 30))
     if curves:
         loss_curves(curves, out / "loss_curves.png", title=f"training losses, mean over {len(seeds)} seed(s)")
         plots["losses (mean over seeds)"] = "loss_curves.png"
-    metric_bars({m: {k: (c.mean, c.std) for k, c in row.items() if "/" not in k} for m, row in table.items()},
-                out / "metric_bars.png", title="mean ± std over seeds")  # fmt: skip
-    plots["metrics"] = "metric_bars.png"
-    metric_bars({m: {k: (c.mean, c.std) for k, c in row.items() if "/" in k} for m, row in table.items()},
-                out / "pose_columns.png", title="pose R² per column, mean ± std over seeds")  # fmt: skip
-    plots["pose R² per column"] = "pose_columns.png"
-    for method in [*methods, "random"]:
-        name = f"{method}_seed{seeds[0]}" if method in methods else f"reference_random_seed{seeds[0]}"
-        source = out / "runs" / name / "embedding_test_objects.png"
+    for per_column, name, title in ((False, "metric_bars.png", "mean ± std over seeds"),
+                                    (True, "pose_columns.png", "pose R² per column, mean ± std over seeds")):  # fmt: skip
+        cells = {m: {k: (c.mean, c.std) for k, c in row.items() if ("/" in k) == per_column} for m, row in table.items()}
+        if any(cells.values()):
+            metric_bars(cells, out / name, title=title)
+            plots["pose R² per column" if per_column else "metrics"] = name
+    for method, folder in [*((m, f"{m}_seed{seeds[0]}") for m in methods), ("random", f"reference_random_seed{seeds[0]}")]:
+        source = out / "runs" / folder / "embedding_test_objects.png"
         if source.exists():
-            target = f"embedding_{method.replace(' ', '_')}.png"
-            shutil.copyfile(source, out / target)
-            plots[f"embedding of held-out objects, {method} (seed {seeds[0]}, PCA)"] = target
-    write_views_grid(shared_cfg, dataset, out / "views.png")
-    plots["training views (one episode per row)"] = "views.png"
+            shutil.copyfile(source, out / f"embedding_{method}.png")
+            plots[f"embedding of held-out objects, {method} (seed {seeds[0]}, PCA)"] = f"embedding_{method}.png"
+    return plots
 
-    timings["total_s_this_invocation"] = time.perf_counter() - started
-    walls = [m.get("wall_s", math.nan) for by_seed in run_metrics.values() for m in by_seed.values() if "wall_s" in m]
-    first = run_metrics[methods[0]][seeds[0]]
-    setup = [
-        f"methods {', '.join(methods)}; seeds {seeds}; {int(r.steps)} steps of {int(r.batch_size)} pairs; "
+
+def setup_lines(cfg: DictConfig, shared: DictConfig, dataset: Path | None, user: Sequence[str],
+                run_metrics: dict, references: Sequence[str], total_s: float) -> list[str]:  # fmt: skip
+    """The report's "Setup" bullets: what ran, on which data, evaluated how, against what."""
+    from learner.evaluation import REFERENCE_MEANING
+
+    r, env, ev = cfg.report, shared.env, shared.eval
+    walls = [m["wall_s"] for by_seed in run_metrics.values() for m in by_seed.values() if "wall_s" in m]
+    first = next(iter(next(iter(run_metrics.values())).values()))
+    data = f"one shared dataset of {int(r.dataset_steps)} transitions ({dataset})" if dataset else "online collectors"
+    return [
+        f"methods {', '.join(map(str, r.methods))}; seeds {list(r.seeds)}; {int(r.steps)} steps of {int(r.batch_size)} pairs; "
         f"encoder `{r.encoder}`; simclr_tt positives up to {int(r.simclr_tt_offset)} steps apart",
-        f"data: {'one shared dataset of ' + str(int(r.dataset_steps)) + ' transitions (' + str(dataset) + ')' if dataset else 'online collectors'}; "
-        f"env `{env_cfg.id}`, action set `{env_cfg.action_set}`, {int(env_cfg.image_size)}x{int(env_cfg.image_size)} px",
-        f"evaluation: {int(eval_cfg.views_per_object)} views per object and split, {int(eval_cfg.probe_epochs)} "
-        f"probe epochs, kNN k={int(eval_cfg.knn_k)}, view seed {int(eval_cfg.seed)} "
+        f"data: {data}; env `{env.id}`, action set `{env.action_set}`, {int(env.image_size)}x{int(env.image_size)} px",
+        f"evaluation: {int(ev.views_per_object)} views per object and split, pose MLP early-stopped within "
+        f"{int(ev.probe_epochs)} epochs, kNN k={int(ev.knn_k)}, view seed {int(ev.seed)} "
         f"(report.overrides {list(r.overrides)}, then the user's)",
-        f"user overrides passed to every run: {user if user else 'none'}",
+        f"user overrides passed to every run: {list(user) if user else 'none'}",
         f"device {first.get('device', '?')}; training wall time per run "
-        f"{np.nanmean(walls) if walls else math.nan:.0f} s (mean); this invocation {timings['total_s_this_invocation']:.0f} s",
+        f"{np.mean(walls) if walls else math.nan:.0f} s (mean); this invocation {total_s:.0f} s",
         "references (the same evaluation code; only `random` varies with the seed): "
         + "; ".join(f"`{ref}` = {REFERENCE_MEANING[ref]}" for ref in references),
         "shortcut_colour_top1: colour histograms retrieve a trained pair's positive among 64 this often "
         "(chance 0.016); high means the pairs are solvable by colour matching",
     ]
+
+
+def build_report(cfg: DictConfig, user: Sequence[str] = ()) -> dict[str, Any]:
+    """Run (or resume) every job of the report in ``cfg.run_dir``, then write its files.
+
+    ``user`` are the overrides given to the app, passed on to every run. Returns the
+    ``report.json`` payload.
+    """
+    started = time.perf_counter()
+    r, out, user = cfg.report, Path(cfg.run_dir).resolve(), passed_through(user)
+    out.mkdir(parents=True, exist_ok=True)
+    methods, seeds = [str(m) for m in r.methods], [int(s) for s in r.seeds]
+    if not methods or not seeds:
+        raise ValueError(f"report.methods={methods}, report.seeds={seeds}: both need at least one entry")
+    dataset = write_dataset(cfg, user, out)
+    timings = {"dataset_s": time.perf_counter() - started}
+    per_seed: dict[str, dict[int, dict[str, float]]] = {}
+    run_metrics: dict[str, dict[int, dict[str, Any]]] = {}
+    histories: dict[str, list[list[dict[str, float]]]] = {}
+    with tqdm(report_jobs(methods, seeds), desc="report runs", unit="run", position=0, dynamic_ncols=True) as bar:
+        for job in bar:
+            bar.set_postfix_str(f"{job.method} seed {job.seed}")
+            metrics = run_job(job, cfg, user, dataset, out)
+            per_seed.setdefault(job.method, {})[job.seed] = {k: float(v) for k, v in metrics["eval"].items()}
+            run_metrics.setdefault(job.method, {})[job.seed] = metrics
+            history = out / "runs" / job.folder / "loss_history.json"
+            if history.exists():
+                histories.setdefault(job.method, []).append(json.loads(history.read_text()))
+    timings["runs_s"] = time.perf_counter() - started - timings["dataset_s"]
+
+    references = [job.method for job in report_jobs([], seeds[:1])]
+    table, targets = report.summarise(per_seed), report.check_targets(per_seed)
+    plots = write_plots(out, table, histories, methods, seeds, int(r.steps))
+    # Env, eval and view settings as every run sees them (report.overrides and the user's applied).
+    shared = compose_in_app(run_overrides(cfg, user, methods[0], seeds[0], dataset), out)
+    write_views_grid(shared, dataset, out / "views.png")
+    plots["training views (one episode per row)"] = "views.png"
+    timings["total_s_this_invocation"] = time.perf_counter() - started
+    setup = setup_lines(cfg, shared, dataset, user, run_metrics, references, timings["total_s_this_invocation"])
     text = report.markdown_report(table, targets, title=f"CIPER report ({out.name})", setup=setup,
                                   references=references, plots=plots)  # fmt: skip
     (out / "report.md").write_text(text)
