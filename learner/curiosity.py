@@ -140,7 +140,9 @@ class CuriosityCallback:
                 # change the batches of a resumed run.
                 images = normalize_images(to_float_images(views, channels_last=learner.channels_last), IMAGE_MEAN, IMAGE_STD)
                 out = model(images[:n], images[n:])
-                target = model.action_normalizer(torch.from_numpy(pairs.relative_action).to(learner.device))
+                action = torch.from_numpy(pairs.relative_action).to(learner.device)
+                # Unaugmented views: the augmentation columns of the target are 0 (no change).
+                target = model.action_normalizer(torch.cat([action, action.new_zeros(n, learner.target_dim - action.shape[1])], 1))
         finally:
             model.train(was_training)
         self._captured.clear()  # the hooks saw this forward too
@@ -148,10 +150,11 @@ class CuriosityCallback:
 
     @staticmethod
     def _pair_errors(learner: Learner, predicted: Any, target: Any) -> np.ndarray:
-        squared = (predicted.float() - target.float()) ** 2  # (N, A)
+        # The policy chooses actions: only the action columns count, not the augmentation's.
+        squared = ((predicted.float() - target.float()) ** 2)[:, : learner.action_dim]  # (N, A)
         discrete = learner.model.discrete_columns
-        if discrete is not None and bool(discrete.any()):
-            squared = squared[:, ~discrete]  # two-valued columns are logits, not regressions
+        if discrete is not None and bool(discrete[: learner.action_dim].any()):
+            squared = squared[:, ~discrete[: learner.action_dim]]  # two-valued columns are logits, not regressions
         return squared.mean(dim=1).cpu().numpy().astype(np.float64)
 
 

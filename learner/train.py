@@ -113,6 +113,7 @@ class Learner:
         # Seeded apart from the model and the pairs; its state goes into every checkpoint.
         self.augment = None if spec is None else ViewAugmentation(spec, int(cfg.env.image_size), int(cfg.train.seed) + 1)
         # The prediction target: the relative action, then the relative augmentation parameters.
+        self.action_dim = action_dim  # the first target columns; the augmentation's follow
         self.target_dim = action_dim + (0 if spec is None else len(spec.parameter_names))
         world = envs.world_module(str(cfg.env.id))
         self.target_names = [*world.relative_action_names(str(cfg.env.action_set)),
