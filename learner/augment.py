@@ -122,6 +122,8 @@ class ViewAugmentation(nn.Module):
         if spec.color:
             steps.append(K.ColorJitter(*spec.jitter, p=spec.jitter_p))
             steps.append(K.RandomGrayscale(p=spec.grayscale_p))
+        # Kornia samples on the CPU (its default; never ``.to(device)`` this module, which
+        # would move the sampling) and applies the transforms where the images are.
         self.pipeline = K.AugmentationSequential(*steps)
 
     @property

@@ -370,8 +370,13 @@ def probe_pairs_shortcut(cfg: Any, views: ProbeViews) -> float:
 
 def _pairs_within(episode: np.ndarray, step: np.ndarray, low: int, high: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows (a, b) of views of one episode with ``low <= step[b] - step[a] <= high``."""
-    same = (episode[:, None] == episode[None, :]) & (step[None, :] - step[:, None] >= low) & (step[None, :] - step[:, None] <= high)
-    return np.nonzero(same)
+    a, b = episode_pairs(episode)
+    if low == 0:  # a view paired with itself (SimCLR's two copies of one view)
+        rows = np.arange(len(episode))
+        a, b = np.concatenate([rows, a]), np.concatenate([rows, b])
+    offset = step[b] - step[a]
+    keep = (offset >= low) & (offset <= high)
+    return a[keep], b[keep]
 
 
 # ---------------------------------------------------------------- the entry points
