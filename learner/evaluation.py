@@ -55,14 +55,14 @@ METRIC_NAMES: tuple[str, ...] = (
 # Features the evaluation scores beside every encoder, by the same code (``reference_features``).
 REFERENCES: tuple[str, ...] = ("oracle", "noise", "nuisance", "pixels", "random")
 NOISE_DIM = 64
+RAW_PIXEL_SIDE = 16  # raw pixels are area-downsampled to this side (64x64x3 inputs would dominate the probes)
 REFERENCE_MEANING = {
     "oracle": "the true visible latent state (each view's absolute pose, scenery excluded): the ceiling",
     "noise": f"{NOISE_DIM} standard-normal values per view: the floor",
     "nuisance": "the scene's nuisance values only (floor, light; the world's nuisance_state): no structure",
-    "pixels": "raw pixels, 16x16 area-downsampled",
+    "pixels": f"raw pixels, {RAW_PIXEL_SIDE}x{RAW_PIXEL_SIDE} area-downsampled",
     "random": "the untrained encoder of train.seed",
 }
-RAW_PIXEL_SIDE = 16  # raw pixels are area-downsampled to this side (64x64x3 inputs would dominate the probes)
 # Relative-pose probe: one hidden layer, at most POSE_PROBE_ROWS pairs (a seeded subset),
 # early-stopped on held-out training objects (``metrics.mlp_r2``).
 POSE_PROBE_HIDDEN = (256,)
