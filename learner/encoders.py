@@ -3,7 +3,8 @@
 ``ResNet18`` is written from scratch (no torchvision) with either the CIFAR stem (3x3 conv,
 stride 1, no max-pool: keeps spatial detail at the small resolutions a renderer produces
 quickly) or the ImageNet stem (7x7 conv, stride 2, max-pool: 16x fewer activations, for
-larger images). ``SmallConvNet`` is a 4-layer network for quick CPU runs and tests.
+larger images). ``SmallConvNet`` (a space-to-depth stem and 4 conv layers) is for quick CPU
+runs and tests.
 ``build_encoder`` picks one by name and returns it with its feature dimension, so callers
 never hard-code 512. Both accept channels_last inputs; placing the module on a device is the
 caller's job.
@@ -94,17 +95,24 @@ class ResNet18(nn.Module):
 
 
 class SmallConvNet(nn.Module):
-    """Four conv-BN-ReLU layers (widths w, 2w, 4w, out_dim; the last three stride 2), then
-    global average pooling: (N, 3, H, W) -> (N, out_dim). For quick CPU runs and tests."""
+    """Space-to-depth by 2, four conv-BN-ReLU layers (widths w, 2w, 4w, out_dim; the last two
+    stride 2), then global average pooling: (N, 3, H, W) -> (N, out_dim) for even H and W.
+    For quick CPU runs and tests.
+
+    The space-to-depth stem (``pixel_unshuffle``: each 2x2 block of pixels becomes 12
+    channels, losslessly) stands where a stride-1 first conv at full resolution stood: the
+    same FLOPs and output shapes, but a 4x smaller first activation, whose memory-bound
+    BatchNorm and ReLU passes took ~15% of a CPU training step (README "Performance").
+    """
 
     def __init__(self, width: int = 32, out_dim: int = 256) -> None:
         super().__init__()
         if width < 1 or out_dim < 1:
             raise ValueError(f"width={width}, out_dim={out_dim}: both must be >= 1")
-        channels = (3, width, 2 * width, 4 * width, out_dim)
-        layers: list[nn.Module] = []
+        channels = (3 * 4, width, 2 * width, 4 * width, out_dim)
+        layers: list[nn.Module] = [nn.PixelUnshuffle(2)]  # (N, 3, H, W) -> (N, 12, H/2, W/2)
         for index in range(4):
-            stride = 1 if index == 0 else 2
+            stride = 1 if index < 2 else 2
             layers += [
                 nn.Conv2d(channels[index], channels[index + 1], 3, stride, padding=1, bias=False),
                 nn.BatchNorm2d(channels[index + 1]),
@@ -116,6 +124,8 @@ class SmallConvNet(nn.Module):
         _init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] % 2 or x.shape[-2] % 2:
+            raise ValueError(f"images of shape {tuple(x.shape)}: the small encoder needs even height and width")
         return torch.flatten(self.pool(self.layers(x)), 1)  # (N, out_dim)
 
 

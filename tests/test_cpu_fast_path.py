@@ -85,3 +85,19 @@ def _pairs(cfg):
         state_a=states[0], state_b=states[1], object_index=np.arange(n), category=np.zeros(n, np.int64),
         offset=np.ones(n, np.int64),
     )  # fmt: skip
+
+
+def test_small_encoder_keeps_the_conv_stem_flops_and_refuses_odd_sizes() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from learner.encoders import SmallConvNet
+
+    encoder = SmallConvNet(width=8, out_dim=16)
+    with FlopCounterMode(display=False) as counter:
+        assert encoder(torch.rand(2, 3, 32, 32)).shape == (2, 16)
+    # a stride-1 3x3 conv 3 -> w at 32x32 costs what the 3x3 conv 12 -> w at 16x16 does
+    stem = 2 * 2 * 32 * 32 * 27 * 8
+    rest = 2 * 2 * (16 * 16 * 72 * 16 + 8 * 8 * 144 * 32 + 4 * 4 * 288 * 16)
+    assert counter.get_total_flops() == stem + rest
+    with pytest.raises(ValueError, match=r"\(2, 3, 31, 32\).*even height and width"):
+        encoder(torch.rand(2, 3, 31, 32))
