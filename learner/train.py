@@ -250,6 +250,9 @@ def train(
     main = context.is_main
     try:
         learner = Learner(cfg, source.action_dim, device, context)
+        # The seeded initial weights (also on resume: built before the checkpoint loads), so
+        # the run can say how far training moved the encoder from its random start.
+        initial_encoder = [p.detach().clone() for p in learner.model.encoder.parameters()]
         step, history = 0, []
         if cfg.train.resume and checkpoint_path.exists():
             payload = load_checkpoint(checkpoint_path)
@@ -354,6 +357,7 @@ def train(
             "losses_last": _mean_losses(history[-_window(len(history)) :]),
             "data": source.stats(),
             "shortcut_colour_top1": learner.shortcut_top1(),
+            "encoder_weight_change": weight_change(initial_encoder, list(learner.model.encoder.parameters())),
             "prediction_target": learner.target_names,
             "checkpoint": str(checkpoint_path),
         }
@@ -383,6 +387,13 @@ def log_eval_scalars(run_dir: Path, scores: dict[str, Any], step: int) -> None:
                 writer.add_scalar(f"eval/{name}", value, step)
 
 
+def weight_change(initial: Sequence[torch.Tensor], current: Sequence[torch.Tensor]) -> float:
+    """How far the weights moved: ||current - initial|| / ||initial|| over all tensors (L2)."""
+    moved = sum(float((c.detach().float() - i.float()).pow(2).sum()) for i, c in zip(initial, current, strict=True))
+    size = sum(float(i.float().pow(2).sum()) for i in initial)
+    return math.sqrt(moved / size) if size > 0 else math.nan
+
+
 def _window(steps: int) -> int:
     return max(1, min(10, steps // 10)) if steps >= 2 else 1
 
@@ -399,6 +410,8 @@ def print_summary(metrics: dict[str, Any], stream=sys.stdout) -> None:
           f"{metrics['images_per_s']:.0f} images/s, data wait {100 * metrics['data_wait_fraction']:.1f}%", file=stream)  # fmt: skip
     for name in last:
         print(f"  {name:12s} {first[name]:8.4f} -> {last[name]:8.4f}", file=stream)
+    if "encoder_weight_change" in metrics:
+        print(f"  encoder_weight_change {metrics['encoder_weight_change']:.3f}: ||w - w_init|| / ||w_init||", file=stream)
     print(f"  shortcut_colour_top1 {metrics['shortcut_colour_top1']:.3f}: colour histograms retrieve a trained "
           "pair's positive among 64 this often (chance 0.016)", file=stream)  # fmt: skip
     for name, value in metrics.get("eval", {}).items():
