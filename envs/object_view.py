@@ -55,6 +55,7 @@ class ObjectViewEnv(ViewEnv):
     | camera     | 3    | azimuth (15 deg), elevation (10 deg), distance (0.25 units)    |
     | object     | 3    | object rotation vector about world x, y, z (15 deg each)       |
     | light      | 2    | light azimuth (45 deg), light elevation (15 deg)               |
+    | observer   | 6    | camera (3) + object (3)                                        |
     | full       | 9    | camera (3) + object (3) + light (2) + floor hue (0.05 turns)   |
 
     ## Observation Space
@@ -102,7 +103,7 @@ class ObjectViewEnv(ViewEnv):
     Never terminates. Truncates after ``episode_steps`` steps.
 
     ## Arguments
-    - ``action_set``: "camera", "object", "light" or "full".
+    - ``action_set``: "camera", "object", "light", "observer" or "full".
     - ``image_size``: side of the square observation, 16..1024 (default 64).
     - ``split``: catalogue split to draw objects from: "train", "test", "extra",
       "categorised" or "all" (default "train").
@@ -126,6 +127,7 @@ class ObjectViewEnv(ViewEnv):
       camera distance step 0.1 -> 0.25 and range [1.2, 2.6] -> [1.2, 2.2], light azimuth
       step 30 -> 45 deg, 40 instances per shape family; ``absolute_pose`` gains the camera
       azimuth (sin/cos), which the floor now shows.
+    - v0, action set ``observer`` added (issue 10; existing sets unchanged).
     - v0, one default per key (issue 12): ``episode_steps`` defaults to 32 (was 100), the
       config's default; constructor defaults live in ``envs.view_arguments``.
     """

@@ -90,6 +90,9 @@ ACTION_SETS: dict[str, tuple[ActionDim, ...]] = {
     "camera": CAMERA_DIMS,
     "object": OBJECT_DIMS,
     "light": LIGHT_DIMS,
+    # The observer moves itself and turns the object in hand (report=objects): every
+    # column changes the object's pose in the camera frame, none is a scenery change.
+    "observer": CAMERA_DIMS + OBJECT_DIMS,
     "full": CAMERA_DIMS + OBJECT_DIMS + LIGHT_DIMS + FLOOR_DIMS,
 }
 
