@@ -53,10 +53,11 @@ def script_name(task: Callable[..., Any]) -> str:
     return "ciper-" + module.rsplit(".", 1)[-1].removesuffix("_app")
 
 
-def register_app(name: str) -> None:
-    """The primary config ``name``: the ``ciper`` tree plus this script's Hydra settings."""
+def register_app(name: str, run_dir: str | None = None) -> None:
+    """The primary config ``name``: the ``ciper`` tree plus this script's Hydra settings
+    (``run_dir``: this script's default ``hydra.run.dir`` instead of the dated one)."""
     register_configs()
-    hydra_settings = {
+    hydra_settings: dict[str, Any] = {
         "job": {"name": name},
         "output_subdir": None,  # saved by `save_run_config` once the config is known to be good
         "job_logging": {
@@ -68,6 +69,8 @@ def register_app(name: str) -> None:
         },
         "callbacks": {"sweep_summary": {"_target_": "conf.sweep.SweepSummary"}},
     }  # fmt: skip
+    if run_dir is not None:
+        hydra_settings["run"] = {"dir": run_dir}
     ConfigStore.instance().store(name=name, node={"defaults": ["ciper", "_self_"], "hydra": hydra_settings})
 
 
@@ -120,12 +123,14 @@ def _fail(name: str, message: str, run_dir: Path | None) -> None:
 
 
 def hydra_app(
-    task: Callable[[DictConfig], object], check: Callable[[DictConfig], None] | None = None
+    task: Callable[[DictConfig], object], check: Callable[[DictConfig], None] | None = None,
+    run_dir: str | None = None,
 ) -> Callable[[], None]:
     """Wrap ``task(cfg)`` as a console-script ``main``; ``check(cfg)`` (optional) raises
-    `ConfigError` for what only this script can tell is wrong, and may fill in keys."""
+    `ConfigError` for what only this script can tell is wrong, and may fill in keys;
+    ``run_dir`` replaces the dated default run folder (a rerun of the same line finds it)."""
     name = script_name(task)
-    register_app(name)
+    register_app(name, run_dir)
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
 
     def job(cfg: DictConfig) -> object:

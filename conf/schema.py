@@ -145,6 +145,7 @@ class ReportConfig:
     mode: str = "offline"  # offline: all methods read one shared dataset (same data, fair)
     dataset_steps: int = 6144  # transitions in the shared dataset
     simclr_tt_offset: int = 4  # k of simclr_tt
+    simclr_offset: int = 0  # simclr's pairs: 0 = two augmentations of one view; 1 where the env's actions are the augmentations (static images)
     overrides: list[str] = field(default_factory=list)  # key=value overrides of every run (e.g. eval budget), before the user's
 
 
@@ -177,6 +178,10 @@ class CiperConfig:
     run_dir: str = "${hydra:run.dir}"  # this run's folder, runs/<script>/<date>/ unless hydra.run.dir=... (saved resolved)
 
 
+# Training steps per run of report=static and report=objects (the pilot's choice).
+STATIC_STEPS = 600
+OBJECTS_STEPS = 600
+
 GROUP_OPTIONS: dict[str, dict[str, Any]] = {
     "method": {
         "ciper": MethodConfig(name="ciper"),
@@ -199,6 +204,20 @@ GROUP_OPTIONS: dict[str, dict[str, Any]] = {
         # make a step ~5x cheaper than 64x64, which buys 150 steps per run instead of ~40.
         "quick": ReportConfig(steps=300, dataset_steps=4096, overrides=["env.image_size=32", "eval.views_per_object=16"]),
         "paper": ReportConfig(steps=20000, batch_size=256, encoder="resnet18", dataset_steps=200000),
+        # Issue 10's presets, each <= 90 min on 2 idle CPU cores; budget from the measured pilot
+        # (docs/pilot_sweep.md), time estimate in the README. Static images: digits under the
+        # env's geometric, photometric and flip actions (the augmentations whose parameters
+        # CIPER predicts; the learner's own would double them), so simclr pairs two augmented
+        # views of one image one step apart.
+        "static": ReportConfig(steps=STATIC_STEPS, dataset_steps=16384, simclr_offset=1, overrides=[
+            "env.id=ciper/ImageView-v0", "env.action_set=full", "env.image_size=32", "env.episode_steps=16",
+            "policy=random", "method.augment_crop=false", "method.augment_color=false", "model.width=16",
+            "optim.lr=2e-3", "eval.views_per_object=4", "eval.objects_limit=300", "eval.plots=true"]),
+        # The active observer: the new scene, camera and object actions from the smooth policy,
+        # time pairs, Kornia augmentations (simclr: two augmentations of one view).
+        "objects": ReportConfig(steps=OBJECTS_STEPS, dataset_steps=16384, overrides=[
+            "env.action_set=observer", "env.image_size=32", "env.episode_steps=16", "model.width=16",
+            "optim.lr=2e-3", "eval.views_per_object=8", "eval.objects_limit=120"]),
     },
 }
 

@@ -45,7 +45,7 @@ _INT_AT_LEAST: dict[str, tuple[int, bool]] = {
     "eval.views_per_object": (2, False), "eval.objects_limit": (1, True), "eval.probe_epochs": (1, False),
     "eval.knn_k": (1, False),
     "report.steps": (1, False), "report.batch_size": (2, False), "report.dataset_steps": (1, False),
-    "report.simclr_tt_offset": (1, False),
+    "report.simclr_tt_offset": (1, False), "report.simclr_offset": (0, False),
     "view.rows": (1, False), "view.steps": (1, False), "view.video_steps": (1, False), "view.fps": (1, False),
     "view.upscale": (1, False),
 }  # fmt: skip

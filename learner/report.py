@@ -39,6 +39,9 @@ HIGHER_IS_BETTER: dict[str, bool] = {
 RELATIVE_POSE_MARGIN = 0.2  # CIPER's relative-pose R^2 at least SimCLR's + 0.2
 CATEGORY_TOLERANCE = 0.02  # CIPER's category top-1 at most 2 points below SimCLR's
 CLEARLY_ABOVE_SDS = 2.0  # paired mean difference above this many sample SDs of the difference
+LEARNING_MARGIN = 0.10  # the baseline's category top-1 at least 10 points above raw pixels
+# Config sections whose values the report lists per run (what every run trained and was scored with).
+SETTING_SECTIONS = ("env", "method", "model", "optim", "train", "eval")
 
 
 @dataclass(frozen=True)
@@ -98,14 +101,74 @@ def paired_differences(per_seed: PerSeed, metric: str, ours: str, baseline: str)
     return np.asarray(out, dtype=np.float64)
 
 
-def check_targets(per_seed: PerSeed, ours: str = "ciper", baseline: str = "simclr") -> list[TargetCheck]:
-    """The issue's three targets for ``ours`` against ``baseline``, decided on seed means.
+def paired_cells(per_seed: PerSeed, ours: str, baseline: str) -> dict[str, tuple[MetricCell, np.ndarray]]:
+    """Per metric both ran: the cell (mean ± sample sd) of the per-seed differences
+    ours - baseline, and those differences in seed order."""
+    a, b = per_seed.get(ours, {}), per_seed.get(baseline, {})
+    names = [m for m in metric_order({ours: a, baseline: b}) if any(m in v for v in a.values()) and any(m in v for v in b.values())]
+    out = {}
+    for name in names:
+        d = paired_differences(per_seed, name, ours, baseline)
+        out[name] = (cell(d.tolist()), d)
+    return out
+
+
+def markdown_paired(per_seed: PerSeed, ours: str = "ciper", baseline: str = "simclr") -> str:
+    """A table of the paired per-seed differences ours - baseline: each seed's difference,
+    mean ± sample sd, and mean / sd (how many spreads the mean lies from 0)."""
+    lines = [f"| metric | {ours} − {baseline} per seed | mean ± sd | mean / sd |", "|---|---|---:|---:|"]
+    for name, (c, d) in paired_cells(per_seed, ours, baseline).items():
+        ratio = c.mean / c.std if c.n > 1 and c.std > 0 else math.nan
+        lines.append(f"| {name} | {', '.join(f'{x:+.3f}' for x in d) or 'n/a'} | {_format_cell(c, False)} | "
+                     f"{'n/a' if math.isnan(ratio) else f'{ratio:+.1f}'} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def flat_config(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"env.image_size": 32, ...}`` from a nested (resolved, plain) config."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(flat_config(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def settings_lines(configs: Mapping[str, Mapping[str, Any]], sections: Sequence[str] = SETTING_SECTIONS) -> list[str]:
+    """What every run used, from their saved resolved configs (``configs[run] = flat
+    config``): one line per section of the values all runs share, then one line per key
+    whose value differs, naming the runs of each value."""
+    if not configs:
+        return []
+    keys = sorted({k for flat in configs.values() for k in flat if k.split(".")[0] in sections})
+    shared = {k: next(iter(configs.values())).get(k) for k in keys
+              if len({repr(flat.get(k)) for flat in configs.values()}) == 1}  # fmt: skip
+    lines = []
+    for section in sections:
+        items = [f"{k.split('.', 1)[1]}={shared[k]}" for k in keys if k in shared and k.split(".")[0] == section]
+        if items:
+            lines.append(f"`{section}` (all {len(configs)} runs): " + ", ".join(items))
+    for k in (k for k in keys if k not in shared):
+        by_value: dict[str, list[str]] = {}
+        for run, flat in configs.items():
+            by_value.setdefault(repr(flat.get(k)), []).append(run)
+        lines.append(f"`{k}` differs: " + "; ".join(f"{v} in {', '.join(runs)}" for v, runs in by_value.items()))
+    return lines
+
+
+def check_targets(
+    per_seed: PerSeed, ours: str = "ciper", baseline: str = "simclr", pixels: str = "pixels"
+) -> list[TargetCheck]:
+    """The issue's targets for ``ours`` against ``baseline``, decided on seed means.
 
     1. relative-pose R^2 (equivariance): ours >= baseline + ``RELATIVE_POSE_MARGIN``;
     2. linear category top-1 (invariance): ours >= baseline - ``CATEGORY_TOLERANCE``;
     3. within-object pose Spearman (hierarchy): *clearly* above, defined on the per-seed
        paired differences d = ours - baseline as mean(d) > 0 and mean(d) >
-       ``CLEARLY_ABOVE_SDS`` * sd(d) (sample sd); it needs two or more paired seeds.
+       ``CLEARLY_ABOVE_SDS`` * sd(d) (sample sd); it needs two or more paired seeds;
+    4. learning: the baseline's linear category top-1 >= the ``pixels`` reference's +
+       ``LEARNING_MARGIN``; without it the invariance target compares untrained encoders.
     A target whose numbers are missing is undecidable (passed None), never a pass.
     """
     table = summarise({m: per_seed[m] for m in (ours, baseline) if m in per_seed})
@@ -145,6 +208,16 @@ def check_targets(per_seed: PerSeed, ours: str = "ciper", baseline: str = "simcl
     else:
         checks.append(TargetCheck("hierarchy", requirement, None,
                                   f"{d.size} paired seed(s): the spread of the difference needs >= 2"))  # fmt: skip
+
+    b = means("category_top1_linear")[1]
+    p = cell([v.get("category_top1_linear", math.nan) for v in per_seed.get(pixels, {}).values()]).mean
+    requirement = f"category_top1_linear: {baseline} >= {pixels} + {100 * LEARNING_MARGIN:g} points"
+    if math.isfinite(b) and math.isfinite(p):
+        checks.append(TargetCheck("learning", requirement, bool(b >= p + LEARNING_MARGIN),
+                                  f"{baseline} {100 * b:.1f}% vs {pixels} {100 * p:.1f}% "
+                                  f"(difference {100 * (b - p):+.1f} points)"))  # fmt: skip
+    else:
+        checks.append(TargetCheck("learning", requirement, None, "missing values"))
     return checks
 
 
@@ -222,12 +295,18 @@ def markdown_report(
     references: Sequence[str] = (),
     plots: Mapping[str, str] | None = None,
     notes: Sequence[str] = (),
+    settings: Sequence[str] = (),
+    paired: str = "",
 ) -> str:
-    """The text of ``report.md``: setup bullets, the table, the targets, the plots."""
+    """The text of ``report.md``: setup bullets, the settings every run used, the table,
+    the paired differences, the targets, the plots."""
     seeds = max((c.n for row in table.values() for c in row.values()), default=0)
     parts = [f"# {title}", ""]
     if setup:
         parts += ["## Setup", "", *[f"- {line}" for line in setup], ""]
+    if settings:
+        parts += ["## Settings every run used", "", "From each run's saved resolved `config.yaml`:", "",
+                  *[f"- {line}" for line in settings], ""]  # fmt: skip
     parts += ["## Results", "",
               f"Cells: mean ± sample std over seeds (up to {seeds}); ↑ = higher is better; bold = best "
               "trained method per column. Metrics are computed on frozen encoder features by "
@@ -236,6 +315,8 @@ def markdown_report(
     if any("/" in metric for row in table.values() for metric in row):
         parts += ["Per-column pose R² (the headline R² is their mean):", "",
                   markdown_table(table, references, per_column=True), ""]  # fmt: skip
+    if paired:
+        parts += ["Paired per-seed differences (seed by seed: the same initial encoder weights, the same dataset):", "", paired, ""]
     parts += ["## Targets", ""]
     for check in targets:
         verdict = {True: "PASS", False: "FAIL", None: "UNDECIDED"}[check.passed]

@@ -10,11 +10,14 @@ pixels, the untrained encoder of each seed) is scored by the same evaluation cod
 ``metrics.json`` with ``completed``) are skipped and unfinished ones resume from their
 checkpoint, so rerunning a killed report with the same ``hydra.run.dir`` finishes it.
 ``report.md`` (table, target checks, plots), ``report.json`` and the PNGs land in the
-report's folder; ``learner.report`` does the pure aggregation.
+report's folder, ``runs/ciper-report/<preset>/`` unless ``hydra.run.dir`` is given, so a
+plain rerun of the same command resumes; ``learner.report`` does the pure aggregation.
 
 Examples::
 
     ciper-report                                   # report=quick: 4 methods x 3 seeds on CPU
+    ciper-report report=static                     # digits, <= 90 min on 2 cores (README)
+    ciper-report report=objects                    # the active observer, <= 90 min on 2 cores
     ciper-report report=paper train.device=cuda
     ciper-report hydra.run.dir=runs/report1        # rerun the same line to resume report1
 """
@@ -43,6 +46,9 @@ from learner.plots import loss_curves, metric_bars
 # References scored beside the methods by the same code: the untrained encoder once per
 # seed (the exact initial weights of that seed's runs), the deterministic ones once.
 PER_SEED_REFERENCES = ("random",)
+# An evaluation's share of the progress bar, in training steps: at the presets' settings an
+# evaluation took about as long as this many steps (docs/pilot_sweep.md).
+EVALUATION_STEPS = 40
 # Keys the report sets itself; the same key among the user's overrides is replaced.
 _REPORT_KEYS = ("method", "train.seed", "train.steps", "train.batch_size", "model.encoder", "train.mode",
                 "train.dataset", "train.evaluate", "method.time_offset", "dataset.path", "dataset.steps")  # fmt: skip
@@ -75,6 +81,8 @@ def run_overrides(cfg: DictConfig, user: Sequence[str], method: str, seed: int, 
         fixed.append(f"train.dataset={dataset}")
     if method == "simclr_tt":
         fixed.append(f"method.time_offset={int(r.simclr_tt_offset)}")
+    if method == "simclr":
+        fixed.append(f"method.time_offset={int(r.simclr_offset)}")
     return merged_overrides(list(r.overrides), user, fixed)
 
 
@@ -193,8 +201,28 @@ def report_jobs(methods: Sequence[str], seeds: Sequence[int]) -> list[Job]:
     return jobs + [Job(ref, s, reference=True) for ref in REFERENCES for s in (seeds if ref in PER_SEED_REFERENCES else seeds[:1])]
 
 
-def run_job(job: Job, cfg: DictConfig, user: Sequence[str], dataset: Path | None, out: Path) -> dict[str, Any]:
-    """The metrics of ``job``: reused when its folder holds a finished run of the same config."""
+def job_weight(job: Job, steps: int) -> int:
+    """``job``'s share of the report's progress bar, in training steps: a run's steps plus
+    one evaluation, a reference one evaluation (``EVALUATION_STEPS``)."""
+    return EVALUATION_STEPS + (0 if job.reference else steps)
+
+
+class StepProgress:
+    """A training callback that advances the report's bar by each step trained now (steps
+    a resumed run had done before are added when the job ends)."""
+
+    def __init__(self, bar: tqdm) -> None:
+        self.bar, self.last = bar, None
+
+    def on_step(self, step: int, learner: Any, pairs: Any) -> None:
+        self.bar.update(step - (step - 1 if self.last is None else self.last))
+        self.last = step
+
+
+def run_job(job: Job, cfg: DictConfig, user: Sequence[str], dataset: Path | None, out: Path,
+            callbacks: Sequence[Any] = ()) -> dict[str, Any]:  # fmt: skip
+    """The metrics of ``job``: reused when its folder holds a finished run of the same config;
+    ``callbacks`` go to ``learner.train.train`` (the report's progress)."""
     from learner.train import train
 
     run_dir = out / "runs" / job.folder
@@ -210,7 +238,7 @@ def run_job(job: Job, cfg: DictConfig, user: Sequence[str], dataset: Path | None
         metrics = evaluate_reference_run(job.method, run_cfg, run_dir)
         write_metrics(run_dir, metrics)
         return metrics
-    metrics = train(run_cfg, run_dir)
+    metrics = train(run_cfg, run_dir, callbacks=callbacks)
     if not metrics.get("completed"):
         raise SystemExit(f"run {run_dir} stopped early ({metrics.get('stopped_by')}); "
                          "rerun ciper-report with the same hydra.run.dir to resume")  # fmt: skip
@@ -253,6 +281,13 @@ def write_plots(out: Path, table: dict, histories: dict, methods: Sequence[str],
     return plots
 
 
+def saved_run_configs(out: Path, jobs: Sequence[Job]) -> dict[str, dict[str, Any]]:
+    """Flat resolved configs of the report's training runs as saved in their folders."""
+    paths = {job.folder: out / "runs" / job.folder / "config.yaml" for job in jobs if not job.reference}
+    return {folder: report.flat_config(OmegaConf.to_container(OmegaConf.load(path), resolve=True))
+            for folder, path in paths.items() if path.exists()}  # fmt: skip
+
+
 def setup_lines(cfg: DictConfig, shared: DictConfig, dataset: Path | None, user: Sequence[str],
                 run_metrics: dict, references: Sequence[str], total_s: float) -> list[str]:  # fmt: skip
     """The report's "Setup" bullets: what ran, on which data, evaluated how, against what."""
@@ -262,14 +297,19 @@ def setup_lines(cfg: DictConfig, shared: DictConfig, dataset: Path | None, user:
     walls = [m["wall_s"] for by_seed in run_metrics.values() for m in by_seed.values() if "wall_s" in m]
     first = next(iter(next(iter(run_metrics.values())).values()))
     data = f"one shared dataset of {int(r.dataset_steps)} transitions ({dataset})" if dataset else "online collectors"
+    moved = {m: report.cell([run.get("encoder_weight_change", math.nan) for run in by_seed.values()])
+             for m, by_seed in run_metrics.items() if m in r.methods}  # fmt: skip
     return [
         f"methods {', '.join(map(str, r.methods))}; seeds {list(r.seeds)}; {int(r.steps)} steps of {int(r.batch_size)} pairs; "
         f"encoder `{r.encoder}`; simclr_tt positives up to {int(r.simclr_tt_offset)} steps apart",
         f"data: {data}; env `{env.id}`, action set `{env.action_set}`, {int(env.image_size)}x{int(env.image_size)} px",
         f"evaluation: {int(ev.views_per_object)} views per object and split, pose MLP early-stopped within "
-        f"{int(ev.probe_epochs)} epochs, kNN k={int(ev.knn_k)}, view seed {int(ev.seed)} "
-        f"(report.overrides {list(r.overrides)}, then the user's)",
+        f"{int(ev.probe_epochs)} epochs, kNN k={int(ev.knn_k)}, view seed {int(ev.seed)}, "
+        f"objects per split {ev.objects_limit if ev.objects_limit is not None else 'all'} "
+        "(each run's exact settings: next section)",
         f"user overrides passed to every run: {list(user) if user else 'none'}",
+        "encoder weight change from its seeded initialisation, ||w - w_init|| / ||w_init|| (mean ± sd over seeds): "
+        + ", ".join(f"{m} {c.mean:.3f} ± {c.std:.3f}" for m, c in moved.items()),
         f"device {first.get('device', '?')}; training wall time per run "
         f"{np.mean(walls) if walls else math.nan:.0f} s (mean); this invocation {total_s:.0f} s",
         "references (the same evaluation code; only `random` varies with the seed): "
@@ -296,10 +336,16 @@ def build_report(cfg: DictConfig, user: Sequence[str] = ()) -> dict[str, Any]:
     per_seed: dict[str, dict[int, dict[str, float]]] = {}
     run_metrics: dict[str, dict[int, dict[str, Any]]] = {}
     histories: dict[str, list[list[dict[str, float]]]] = {}
-    with tqdm(report_jobs(methods, seeds), desc="report runs", unit="run", position=0, dynamic_ncols=True) as bar:
-        for job in bar:
-            bar.set_postfix_str(f"{job.method} seed {job.seed}")
-            metrics = run_job(job, cfg, user, dataset, out)
+    jobs = report_jobs(methods, seeds)
+    # One bar over the whole report in training steps (an evaluation counts EVALUATION_STEPS),
+    # so its ETA covers every run and reference still to come.
+    with tqdm(total=sum(job_weight(j, int(r.steps)) for j in jobs), desc="report", unit="step",
+              position=0, dynamic_ncols=True) as bar:  # fmt: skip
+        for k, job in enumerate(jobs):
+            bar.set_postfix_str(f"job {k + 1}/{len(jobs)}: {job.folder}")
+            done = bar.n + job_weight(job, int(r.steps))
+            metrics = run_job(job, cfg, user, dataset, out, callbacks=[StepProgress(bar)])
+            bar.update(done - bar.n)
             per_seed.setdefault(job.method, {})[job.seed] = {k: float(v) for k, v in metrics["eval"].items()}
             run_metrics.setdefault(job.method, {})[job.seed] = metrics
             history = out / "runs" / job.folder / "loss_history.json"
@@ -316,8 +362,10 @@ def build_report(cfg: DictConfig, user: Sequence[str] = ()) -> dict[str, Any]:
     plots["training views (one episode per row)"] = "views.png"
     timings["total_s_this_invocation"] = time.perf_counter() - started
     setup = setup_lines(cfg, shared, dataset, user, run_metrics, references, timings["total_s_this_invocation"])
+    paired = report.markdown_paired(per_seed) if {"ciper", "simclr"} <= set(per_seed) else ""
     text = report.markdown_report(table, targets, title=f"CIPER report ({out.name})", setup=setup,
-                                  references=references, plots=plots)  # fmt: skip
+                                  references=references, plots=plots, paired=paired,
+                                  settings=report.settings_lines(saved_run_configs(out, jobs)))  # fmt: skip
     (out / "report.md").write_text(text)
     payload = report.report_payload(
         per_seed, table, targets, config={"report": _plain(cfg.report), "user_overrides": user},
@@ -346,7 +394,8 @@ def _task(cfg: DictConfig) -> None:
     print(f"report: {out / 'report.md'}")
 
 
-main = hydra_app(_task)
+# A plain rerun of the same command finds the earlier runs: one folder per preset.
+main = hydra_app(_task, run_dir="runs/ciper-report/${hydra:runtime.choices.report}")
 
 if __name__ == "__main__":
     main()
