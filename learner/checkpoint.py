@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import envs
+from learner.encoders import ENCODER_VERSION
 from learner.model import CiperModel, build_model
 
 FORMAT_VERSION = 1
@@ -32,6 +33,7 @@ def architecture_of(cfg: DictConfig, action_dim: int) -> dict[str, Any]:
         "proj_hidden": int(cfg.model.proj_hidden),
         "proj_dim": int(cfg.model.proj_dim),
         "pred_hidden": int(cfg.model.pred_hidden),
+        "encoder_version": ENCODER_VERSION,
         "action_dim": int(action_dim),
         "env_id": str(cfg.env.id),
         "action_set": str(cfg.env.action_set),
@@ -142,6 +144,12 @@ def check_architecture(path: Path, saved: dict[str, Any], expected: dict[str, An
 def load_model(path: Path, map_location: str | torch.device = "cpu") -> tuple[CiperModel, dict[str, Any]]:
     """The trained model of a checkpoint (in eval mode) and its ``architecture`` record."""
     payload = load_checkpoint(path, map_location)
+    saved_version = payload["architecture"].get("encoder_version")
+    if saved_version != ENCODER_VERSION:
+        raise ValueError(
+            f"checkpoint {path}: encoder_version={saved_version!r}, this code builds version "
+            f"{ENCODER_VERSION} (the encoder's layers changed since it was saved); retrain it"
+        )
     model = model_from_architecture(payload["architecture"])
     model.load_state_dict(payload["model"])
     model.eval()

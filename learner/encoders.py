@@ -18,6 +18,11 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+#: Bumped whenever a layer of an encoder changes shape or meaning, so a checkpoint made
+#: before is refused by name instead of failing inside ``load_state_dict``.
+#: 2: the small encoder's space-to-depth stem.
+ENCODER_VERSION = 2
+
 
 class BasicBlock(nn.Module):
     """ResNet basic block (He et al. 2016): two 3x3 convs with a residual shortcut."""

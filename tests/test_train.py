@@ -11,7 +11,7 @@ from hydra.errors import ConfigCompositionException
 
 import envs
 import learner.train as train_module
-from learner.checkpoint import load_checkpoint, save_checkpoint
+from learner.checkpoint import load_checkpoint, load_model, save_checkpoint
 from learner.train import TrainingDiverged, train
 
 TINY = ("env.image_size=32", "model.width=8", "model.proj_hidden=64", "model.proj_dim=32",
@@ -104,6 +104,19 @@ def test_checkpoint_of_another_architecture_is_named(make_config, tiny_dataset, 
     train(offline(make_config, tiny_dataset, "train.steps=2"), tmp_path / "run")
     with pytest.raises(ValueError, match="width: checkpoint 8 vs config 12"):
         train(offline(make_config, tiny_dataset, "train.steps=4", "model.width=12"), tmp_path / "run")
+
+
+def test_checkpoint_of_an_older_encoder_version_is_named(make_config, tiny_dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    train(offline(make_config, tiny_dataset, "train.steps=2"), run_dir)
+    path = run_dir / "checkpoints" / "last.pt"
+    payload = load_checkpoint(path)
+    del payload["architecture"]["encoder_version"]  # as saved before the version existed
+    save_checkpoint(path, payload)
+    with pytest.raises(ValueError, match="encoder_version: checkpoint None vs config 2"):
+        train(offline(make_config, tiny_dataset, "train.steps=4"), run_dir)
+    with pytest.raises(ValueError, match="encoder_version=None.*retrain"):
+        load_model(path)
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(make_config, tiny_dataset, tmp_path, monkeypatch):
