@@ -37,9 +37,10 @@ TASKS: dict[str, list[str]] = {
     # redrawn every step; the env's actions are the augmentations, so the learner's own
     # crop and colour augmentations are off (they would double up).
     "static": ["env.id=ciper/ImageView-v0", "env.action_set=full", "method.augment_crop=false",
-               "method.augment_color=false", "env.episode_steps=16"],  # fmt: skip
-    # The new scene, camera actions, time pairs from the observer, Kornia augmentations.
-    "objects": ["env.id=ciper/ObjectView-v0", "env.action_set=camera", "env.episode_steps=16"],
+               "method.augment_color=false", "env.episode_steps=16", "policy=random"],  # fmt: skip
+    # The new scene, camera and object actions of the smooth observer policy, time pairs,
+    # Kornia augmentations.
+    "objects": ["env.id=ciper/ObjectView-v0", "env.action_set=observer", "env.episode_steps=16"],
 }
 # simclr's positives on each task: static = one step of the env's augmentation actions (the
 # pair is two augmentations of one image; 0 would be two identical, unaugmented copies),
@@ -67,7 +68,7 @@ def dataset_for(task: str, size: int, args: argparse.Namespace, out: Path) -> tu
     started = time.perf_counter()
     cfg = compose_config([*TASKS[task], f"env.image_size={size}", f"dataset.path={path}",
                           f"dataset.steps={args.dataset_steps}", "dataset.shard_size=2048",
-                          "collector.vectorization=sync", "policy=random"], run_dir=out / f"rollout_{size}px")  # fmt: skip
+                          "collector.vectorization=sync"], run_dir=out / f"rollout_{size}px")  # fmt: skip
     rollout(cfg)
     return path, time.perf_counter() - started
 
