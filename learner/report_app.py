@@ -46,9 +46,9 @@ from learner.plots import loss_curves, metric_bars
 # References scored beside the methods by the same code: the untrained encoder once per
 # seed (the exact initial weights of that seed's runs), the deterministic ones once.
 PER_SEED_REFERENCES = ("random",)
-# An evaluation's share of the progress bar, in training steps: at the presets' settings an
-# evaluation took about as long as this many steps (docs/pilot_sweep.md).
-EVALUATION_STEPS = 40
+# An evaluation's share of the progress bar, in training steps: in the pilot (docs/pilot_sweep.md)
+# one took 65-110 s where a step of the static preset took ~1.1 s, i.e. 60-100 steps' time.
+EVALUATION_STEPS = 80
 # Keys the report sets itself; the same key among the user's overrides is replaced.
 _REPORT_KEYS = ("method", "train.seed", "train.steps", "train.batch_size", "model.encoder", "train.mode",
                 "train.dataset", "train.evaluate", "method.time_offset", "dataset.path", "dataset.steps")  # fmt: skip
