@@ -6,7 +6,9 @@ the device, convert and augment there, forward, method losses, step} with loggin
 periodic checkpoints. The method only decides which heads exist and which loss terms are
 summed (``learner.model``); the data only decides which pairs are positives
 (``method.time_offset``). SIGTERM and SIGINT finish the current step, write a checkpoint
-and return, so a resumed run continues the same loss trajectory.
+and return, so a resumed run continues the same loss trajectory. What the loop saves and
+resumes lives in ``learner.run_state``, its timers and logging in ``learner.run_log``, and
+the metrics it leaves behind in ``learner.run_summary``.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ import contextlib
 import logging
 import math
 import signal
-import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,10 +24,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from tqdm import tqdm
 
 import envs
-from agent.atomic_files import write_json_atomic
 from agent.view_pairs import ViewPairs
 from learner.augment import (
     ViewAugmentation,
@@ -36,20 +34,10 @@ from learner.augment import (
     relative_augmentation,
     to_float_images,
 )
-from learner.checkpoint import (
-    architecture_of,
-    check_architecture,
-    config_as_plain,
-    load_checkpoint,
-    model_from_architecture,
-    restore_rng_states,
-    rng_states,
-    save_checkpoint,
-)
+from learner.checkpoint import architecture_of, model_from_architecture
 from learner.device import fast_path, select_device
 from learner.distributed import (
     DistributedContext,
-    all_gather_objects,
     barrier,
     gather_with_grad,
     init_distributed,
@@ -58,6 +46,13 @@ from learner.distributed import (
 from learner.model import CiperModel, method_losses
 from learner.normalization import IMAGE_MEAN, IMAGE_STD
 from learner.pair_sources import PairSource, make_pair_source
+from learner.run_log import RunClock, TrainingLog, log_eval_scalars
+from learner.run_state import RunCheckpoint
+from learner.run_summary import print_summary, run_metrics, weight_change, write_run_summary
+
+# Imported from here by the apps, benchmarks and tests; they live in the run_* modules.
+__all__ = ["Learner", "StepCallback", "TrainingDiverged", "log_eval_scalars", "print_summary", "select_device",
+           "train", "warmup_cosine", "weight_change"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -236,184 +231,76 @@ def train(
     configured built-in policy); ``callbacks`` run after every step.
     """
     run_dir = Path(run_dir)
-    checkpoint_path = run_dir / "checkpoints" / "last.pt"
-    context = init_distributed(str(cfg.train.device))
-    device = select_device(str(cfg.train.device))
-    if context.is_distributed and device.type == "cuda":
-        device = torch.device("cuda", context.local_rank)
-        torch.cuda.set_device(device)
+    context, device = _process_device(str(cfg.train.device))
     seed = int(cfg.train.seed)
     torch.manual_seed(seed)  # model initialisation; data and augmentation have own generators
-    total_steps = int(cfg.train.steps)
     # Each rank draws its own pairs (and runs its own collectors) from its own seed.
     source: PairSource = make_pair_source(cfg, seed + 1000 * context.rank, policy_factory)
-    main = context.is_main
     try:
         learner = Learner(cfg, source.action_dim, device, context)
         # The seeded initial weights (also on resume: built before the checkpoint loads), so
         # the run can say how far training moved the encoder from its random start.
         initial_encoder = [p.detach().clone() for p in learner.model.encoder.parameters()]
-        step, history = 0, []
-        if cfg.train.resume and checkpoint_path.exists():
-            payload = load_checkpoint(checkpoint_path)
-            check_architecture(checkpoint_path, payload["architecture"], learner.architecture)
-            learner.load_state_dict(payload)
-            source_states = payload["pair_source_ranks"]
-            if len(source_states) != context.world_size:
-                raise ValueError(
-                    f"checkpoint {checkpoint_path} was written by {len(source_states)} ranks; "
-                    f"resuming it exactly needs the same number, not {context.world_size}"
-                )
-            source.load_state_dict(source_states[context.rank])
-            restore_rng_states(payload["rng"])
-            step, history = int(payload["step"]), [dict(h) for h in payload["history"]]
-            log.info("resumed from %s at step %d", checkpoint_path, step)
-            if main:
-                print(f"resumed from {checkpoint_path} at step {step}")
-
-        def checkpoint() -> None:
-            source_states = all_gather_objects(source.state_dict(), context)
-            if main:  # written once, by rank 0
-                save_checkpoint(
-                    checkpoint_path,
-                    {**learner.state_dict(), "step": step, "history": history, "rng": rng_states(),
-                     "pair_source_ranks": source_states, "world_size": context.world_size,
-                     "config": config_as_plain(cfg)},
-                )  # fmt: skip
-            barrier(context)
-
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run_dir / "tensorboard")) if main else None
-        stop_after = cfg.train.get("stop_after")
-        steps_this_run, wait_time, busy_time, images_seen, warmup_s = 0, 0.0, 0.0, 0, 0.0
-        started = time.perf_counter()
-        stopped_by: str | None = None
-        with stop_on_signals() as stop, tqdm(total=total_steps, initial=step, desc=f"train {cfg.method.name}",
-                                             disable=None if main else True, dynamic_ncols=True) as bar:  # fmt: skip
-            while step < total_steps:
-                t0 = time.perf_counter()
+        checkpoint = RunCheckpoint(run_dir, cfg, context)
+        step, history = checkpoint.resume(learner, source)
+        clock, stopped_by = RunClock(), None
+        with stop_on_signals() as stop, TrainingLog(cfg, run_dir, context, first_step=step) as training_log:
+            while step < int(cfg.train.steps) and stopped_by is None:
+                clock.start_step()
                 pairs = source.next_pairs()
-                t1 = time.perf_counter()
-                if steps_this_run == 0:  # filling the buffer is start-up, reported apart
-                    warmup_s, t0 = t1 - t0, t1
-                losses = learner.step(pairs)
-                values = {name: float(value) for name, value in losses.items()}  # syncs the device
-                t2 = time.perf_counter()
-                finite = all(math.isfinite(v) for v in values.values())
-                signalled = stop["signal"] is not None
-                if context.is_distributed:  # every rank must leave the loop at the same step
-                    flags = torch.tensor([float(not finite), float(signalled)], device=device)
-                    torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-                    finite, signalled = not bool(flags[0]), bool(flags[1])
+                clock.data_ready()
+                losses = {name: float(value) for name, value in learner.step(pairs).items()}  # syncs the device
+                clock.step_done(images=2 * len(pairs))
+                finite, signalled = _agree_across_ranks(losses, stop["signal"] is not None, context, device)
                 if not finite:
-                    raise TrainingDiverged(
-                        f"non-finite loss {values} at step {step + 1}; the last checkpoint "
-                        f"{checkpoint_path if checkpoint_path.exists() else '(none yet)'} is intact"
-                    )
+                    raise TrainingDiverged(f"non-finite loss {losses} at step {step + 1}; the last "
+                                           f"checkpoint {checkpoint.describe()} is intact")  # fmt: skip
                 step += 1
-                steps_this_run += 1
-                wait_time += t1 - t0
-                busy_time += t2 - t0
-                images_seen += 2 * len(pairs)
-                history.append({"step": step, **values})
+                history.append({"step": step, **losses})
                 for callback in callbacks:
                     callback.on_step(step, learner, pairs)
-                if writer is not None and (step % int(cfg.train.log_every) == 0 or step == total_steps):
-                    rate = images_seen / max(busy_time, 1e-9)
-                    for name, value in values.items():
-                        writer.add_scalar(f"loss/{name}", value, step)
-                    writer.add_scalar("train/lr", learner.schedule.get_last_lr()[0], step)
-                    writer.add_scalar("train/images_per_s", rate * context.world_size, step)
-                    writer.add_scalar("train/data_wait_fraction", wait_time / max(busy_time, 1e-9), step)
-                    for name, value in source.stats().items():
-                        writer.add_scalar(f"data/{name}", value, step)
-                    bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()} | {"img/s": f"{rate:.0f}"})
-                    # One line per log_every steps for the .log file and for consoles without a bar.
-                    log.info("train %s: step %d/%d, %s, %.0f images/s", cfg.method.name, step, total_steps,
-                             " ".join(f"{k} {v:.4f}" for k, v in values.items()), rate, extra={"progress": True})  # fmt: skip
-                bar.update(1)
+                training_log.after_step(step, losses, learner.schedule, source, clock)
                 if step % int(cfg.train.checkpoint_every) == 0:
-                    checkpoint()
-                if signalled or (stop_after is not None and steps_this_run >= int(stop_after)):
-                    stopped_by = stop["signal"] or ("signal" if signalled else f"train.stop_after={stop_after}")
-                    break
-        checkpoint()
-        if writer is not None:
-            writer.close()
-        metrics: dict[str, Any] = {
-            "method": str(cfg.method.name),
-            "steps": step,
-            "completed": step >= total_steps,
-            "stopped_by": stopped_by,
-            "device": str(device),
-            "world_size": context.world_size,
-            "images_per_s": context.world_size * images_seen / max(busy_time, 1e-9),
-            "data_wait_fraction": wait_time / max(busy_time, 1e-9),
-            "warmup_s": warmup_s,
-            "wall_s": time.perf_counter() - started,
-            # means over the first and last tenth of the steps (1 to 10 steps each, no overlap)
-            "losses_first": _mean_losses(history[: _window(len(history))]),
-            "losses_last": _mean_losses(history[-_window(len(history)) :]),
-            "data": source.stats(),
-            "shortcut_colour_top1": learner.shortcut_top1(),
-            "encoder_weight_change": weight_change(initial_encoder, list(learner.model.encoder.parameters())),
-            "prediction_target": learner.target_names,
-            "checkpoint": str(checkpoint_path),
-        }
+                    checkpoint.save(learner, source, step, history)
+                stopped_by = _stop_reason(stop["signal"], signalled, clock.steps, cfg.train.get("stop_after"))
+        checkpoint.save(learner, source, step, history)
+        metrics = run_metrics(cfg, learner, source, step=step, history=history, clock=clock,
+                              initial_encoder=initial_encoder, stopped_by=stopped_by, checkpoint_path=checkpoint.path)  # fmt: skip
     finally:
         source.close()
-    if main:
-        if metrics["completed"] and cfg.train.evaluate:
-            from learner.evaluation import evaluate_encoder
-
-            metrics["eval"] = evaluate_encoder(learner.model, cfg.env, cfg.eval, device, run_dir)
-            metrics["eval"]["shortcut_colour_top1"] = metrics["shortcut_colour_top1"]
-            log_eval_scalars(run_dir, metrics["eval"], step)
-        write_json_atomic(run_dir / "metrics.json", metrics)
-        write_json_atomic(run_dir / "loss_history.json", history)
+    if context.is_main:
+        write_run_summary(cfg, run_dir, learner, metrics, history)
     barrier(context)
     shutdown(context)
     return metrics
 
 
-def log_eval_scalars(run_dir: Path, scores: dict[str, Any], step: int) -> None:
-    """The evaluation's numbers as TensorBoard scalars ``eval/<name>`` beside the losses."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    with SummaryWriter(str(run_dir / "tensorboard")) as writer:
-        for name, value in scores.items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                writer.add_scalar(f"eval/{name}", value, step)
-
-
-def weight_change(initial: Sequence[torch.Tensor], current: Sequence[torch.Tensor]) -> float:
-    """How far the weights moved: ||current - initial|| / ||initial|| over all tensors (L2)."""
-    moved = sum(float((c.detach().float() - i.float()).pow(2).sum()) for i, c in zip(initial, current, strict=True))
-    size = sum(float(i.float().pow(2).sum()) for i in initial)
-    return math.sqrt(moved / size) if size > 0 else math.nan
+def _process_device(device_name: str) -> tuple[DistributedContext, torch.device]:
+    """Join the process group (if launched by torchrun) and pick this rank's device."""
+    context = init_distributed(device_name)
+    device = select_device(device_name)
+    if context.is_distributed and device.type == "cuda":
+        device = torch.device("cuda", context.local_rank)
+        torch.cuda.set_device(device)
+    return context, device
 
 
-def _window(steps: int) -> int:
-    return max(1, min(10, steps // 10)) if steps >= 2 else 1
+def _agree_across_ranks(
+    losses: dict[str, float], signalled: bool, context: DistributedContext, device: torch.device
+) -> tuple[bool, bool]:
+    """(all losses finite, a stop signal arrived) on every rank: any rank's non-finite loss
+    or signal counts for all, so every rank leaves the loop at the same step."""
+    finite = all(math.isfinite(v) for v in losses.values())
+    if context.is_distributed:
+        flags = torch.tensor([float(not finite), float(signalled)], device=device)
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        finite, signalled = not bool(flags[0]), bool(flags[1])
+    return finite, signalled
 
 
-def _mean_losses(entries: list[dict[str, float]]) -> dict[str, float]:
-    names = [k for k in (entries[0] if entries else {}) if k != "step"]
-    return {name: float(np.mean([e[name] for e in entries])) for name in names}
-
-
-def print_summary(metrics: dict[str, Any], stream=sys.stdout) -> None:
-    """What a run learned, in a few lines."""
-    first, last = metrics["losses_first"], metrics["losses_last"]
-    print(f"\n{metrics['method']}: {metrics['steps']} steps on {metrics['device']}, "
-          f"{metrics['images_per_s']:.0f} images/s, data wait {100 * metrics['data_wait_fraction']:.1f}%", file=stream)  # fmt: skip
-    for name in last:
-        print(f"  {name:12s} {first[name]:8.4f} -> {last[name]:8.4f}", file=stream)
-    if "encoder_weight_change" in metrics:
-        print(f"  encoder_weight_change {metrics['encoder_weight_change']:.3f}: ||w - w_init|| / ||w_init||", file=stream)
-    print(f"  shortcut_colour_top1 {metrics['shortcut_colour_top1']:.3f}: colour histograms retrieve a trained "
-          "pair's positive among 64 this often (chance 0.016)", file=stream)  # fmt: skip
-    for name, value in metrics.get("eval", {}).items():
-        if name != "shortcut_colour_top1":
-            print(f"  {name:28s} {value:8.4f}", file=stream)
+def _stop_reason(signal_name: str | None, signalled: bool, steps_this_run: int, stop_after: Any) -> str | None:
+    """Why the run stops before ``train.steps`` (None: it goes on): the signal's name, or
+    ``train.stop_after`` once this process has taken that many steps."""
+    if not (signalled or (stop_after is not None and steps_this_run >= int(stop_after))):
+        return None
+    return signal_name or ("signal" if signalled else f"train.stop_after={stop_after}")
