@@ -21,6 +21,7 @@ from agent.probe_views import ProbeViews, episode_actions, episode_seed, render_
 from conf.schema import EnvConfig, EvalConfig
 from envs import scene_state
 from learner.checkpoint import save_checkpoint
+from learner.encoders import ENCODER_VERSION
 from learner.evaluation import (
     METRIC_NAMES,
     evaluate_encoder,
@@ -209,7 +210,7 @@ def _save_tiny_checkpoint(path: Path) -> Path:
     architecture = {
         "method": "ciper", "encoder": "small", "stem": "cifar", "width": 8, "proj_hidden": 64,
         "proj_dim": 32, "pred_hidden": 64, "action_dim": 4, "env_id": envs.OBJECT_VIEW_ID,
-        "action_set": "camera", "image_size": 32,
+        "action_set": "camera", "image_size": 32, "encoder_version": ENCODER_VERSION,
     }  # fmt: skip
     return save_checkpoint(path, {"architecture": architecture, "model": tiny_model().state_dict()})
 
