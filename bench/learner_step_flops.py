@@ -22,8 +22,8 @@ import os
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
+from learner_throughput import synthetic_pairs  # bench/ is on sys.path when run as a script
 from torch.utils.flop_counter import FlopCounterMode
 
 from agent.view_pairs import ViewPairs
@@ -54,18 +54,6 @@ SETTINGS = (
     Setting("resnet18, 32 px, 16 pairs", ("model.encoder=resnet18", "env.image_size=32", "train.batch_size=16"), 1.0),
     Setting("resnet18, 64 px, 8 pairs", ("model.encoder=resnet18", "env.image_size=64", "train.batch_size=8"), 1.0),
 )  # fmt: skip
-
-
-def synthetic_pairs(batch: int, size: int, action_dim: int, seed: int = 0) -> ViewPairs:
-    rng = np.random.default_rng(seed)
-    views = rng.integers(0, 256, size=(2, batch, size, size, 3), dtype=np.uint8)
-    states = rng.normal(size=(2, batch, 13))
-    return ViewPairs(
-        view_a=views[0], view_b=views[1],
-        relative_action=rng.normal(size=(batch, action_dim)).astype(np.float32),
-        state_a=states[0], state_b=states[1],
-        object_index=np.zeros(batch, np.int64), category=np.zeros(batch, np.int64), offset=np.ones(batch, np.int64),
-    )  # fmt: skip
 
 
 def matmul_gflops(a: torch.Tensor, b: torch.Tensor, repeats: int = 4) -> float:
