@@ -8,7 +8,6 @@ another architecture fails with the keys that differ.
 
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import envs
+from agent.atomic_files import write_bytes_atomic
 from learner.encoders import ENCODER_VERSION
 from learner.model import CiperModel, build_model
 
@@ -78,24 +78,9 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` to ``path`` atomically (temp file, fsync, rename).
-
-    A kill or a full disk during the write leaves the previous checkpoint untouched and no
-    partial file under ``path``; the temp file is removed on error.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save({"format_version": FORMAT_VERSION, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``payload`` to ``path`` atomically (``agent.atomic_files``): a kill or a full
+    disk during the write leaves the previous checkpoint untouched and no partial file."""
+    return write_bytes_atomic(path, lambda handle: torch.save({"format_version": FORMAT_VERSION, **payload}, handle))
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -21,13 +21,13 @@ into the run folder.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from agent.atomic_files import write_json_atomic
 from agent.rollout_app import resolve_path
 from conf.app import hydra_app, overridden_keys
 from learner.checkpoint import check_eval_checkpoint, load_checkpoint, load_model
@@ -71,8 +71,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     else:
         record = evaluate_checkpoint_record(cfg, run_dir)
     record["eval_s"] = time.perf_counter() - started
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "metrics.json").write_text(json.dumps(record, indent=2))
+    write_json_atomic(run_dir / "metrics.json", record)
     env = record["env"]
     print(f"\n{record['title']} on {env['id']} [{env['action_set']}], "
           f"{cfg.eval.views_per_object} views per object, {record['eval_s']:.1f} s")  # fmt: skip

@@ -38,6 +38,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from agent.atomic_files import write_json_atomic
 from conf.app import hydra_app, override_key
 from conf.compose import compose_config
 from learner import report
@@ -146,10 +147,7 @@ def check_same_config(run_dir: Path, run_cfg: DictConfig) -> None:
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    tmp.replace(run_dir / "metrics.json")  # atomic: a killed report never sees half a file
+    write_json_atomic(run_dir / "metrics.json", metrics)  # a killed report never sees half a file
 
 
 def evaluate_reference_run(name: str, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -373,10 +371,10 @@ def build_report(cfg: DictConfig, user: Sequence[str] = ()) -> dict[str, Any]:
         runs={m: {str(s): {k: v for k, v in met.items() if k != "eval"} for s, met in by_seed.items()}
               for m, by_seed in run_metrics.items()},
     )  # fmt: skip
-    (out / "report.json").write_text(json.dumps(payload, indent=2))
+    write_json_atomic(out / "report.json", payload)
     # Like every app's run folder: the headline numbers as metrics.json (report.json has all).
     headline = {key: payload[key] for key in ("table", "targets", "timings") if key in payload}
-    (out / "metrics.json").write_text(json.dumps(headline, indent=2))
+    write_json_atomic(out / "metrics.json", headline)
     return payload
 
 
