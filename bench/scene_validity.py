@@ -34,13 +34,15 @@ def fixed_nuisance_kwargs(env_id: str) -> dict:
     return {"nuisance": "per_episode"}
 
 
-def unit_step_changes(env_id: str, action_set: str, scenes: int, size: int, split: str = "test") -> np.ndarray:
+def unit_step_changes(
+    env_id: str, action_set: str, scenes: int, size: int, split: str = "test", first_seed: int = 10_000
+) -> np.ndarray:
     """(scenes, A) mean absolute change (grey levels) of the view under a +1.0 step of each column."""
     env = gym.make(env_id, action_set=action_set, image_size=size, split=split, **fixed_nuisance_kwargs(env_id))
     dims = env.action_space.shape[0]
     changes = np.empty((scenes, dims))
     for scene in range(scenes):
-        start, info = env.reset(seed=10_000 + scene)
+        start, info = env.reset(seed=first_seed + scene)
         for column in range(dims):
             env.reset(options={"object_index": info["object_index"], "state": info["state"]})
             action = np.zeros(dims, dtype=np.float32)

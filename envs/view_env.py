@@ -11,6 +11,7 @@ episode bookkeeping.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -24,7 +25,7 @@ from envs.view_arguments import NUISANCE_MODES, check_view_arguments
 from envs.world import World
 
 
-class ViewEnv(gym.Env, EzPickle):
+class ViewEnv(gym.Env, EzPickle, ABC):
     """Base of :class:`envs.object_view.ObjectViewEnv` and :class:`envs.image_view.ImageViewEnv`.
 
     A subclass sets ``world``, calls :meth:`_configure` then ``EzPickle.__init__`` with its
@@ -115,9 +116,9 @@ class ViewEnv(gym.Env, EzPickle):
         if getattr(self, "_closed", False):
             raise RuntimeError(f"{type(self).__name__}.{call}() after close(): make a new env")
 
+    @abstractmethod
     def _item_indices(self) -> np.ndarray | list[int]:
         """The indices of the items of the env's split."""
-        raise NotImplementedError
 
     def _pick_index(self, options: dict[str, Any]) -> int:
         """The item ``options`` names (it must belong to the split), else one drawn uniformly."""
@@ -141,25 +142,25 @@ class ViewEnv(gym.Env, EzPickle):
 
     # ------------------------------------------------------------------ subclass hooks
 
+    @abstractmethod
     def _start_state(self, options: dict[str, Any]) -> np.ndarray:
         """The state an episode starts from: ``options["state"]`` checked, else drawn."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _redraw_nuisance(self) -> None:
         """Draw the per-step nuisances afresh (``nuisance="per_step"``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _observe(self):
         """The observation of the current state."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _render_frame(self) -> np.ndarray:
         """The ``render_size`` RGB frame of the current state."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _item_info(self) -> dict[str, Any]:
         """``object_index``, ``object_id``, ``category`` and ``category_index`` of the item."""
-        raise NotImplementedError
 
     def _show_item(self) -> None:
         """Prepare the renderer for the current item (nothing by default)."""

@@ -108,17 +108,26 @@ def _group_folds(groups: np.ndarray, folds: int) -> list[tuple[np.ndarray, np.nd
     return list(GroupKFold(n_splits=min(folds, n_groups)).split(groups, groups=groups))
 
 
+def _regression_inputs(
+    train_x: ArrayLike, train_y: ArrayLike, test_x: ArrayLike, test_y: ArrayLike, train_groups: ArrayLike
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Checked 2-D arrays for a pose readout, features standardised on train:
+    ``(train_x, train_y, test_x, test_y, train_groups)``."""
+    xtr, xte = as_features(train_x, "train_x"), as_features(test_x, "test_x")
+    ytr, yte = as_features(train_y, "train_y"), as_features(test_y, "test_y")
+    groups = np.asarray(train_groups)
+    _same_rows(train_x=xtr, train_y=ytr, train_groups=groups)
+    xtr, xte = _standardised(xtr, xte)
+    return xtr, ytr, xte, yte, groups
+
+
 def ridge_r2(
     train_x: ArrayLike, train_y: ArrayLike, test_x: ArrayLike, test_y: ArrayLike, train_groups: ArrayLike, folds: int = 4
 ) -> np.ndarray:
     """Per-column test R^2 of a linear ridge readout, closed form, its penalty chosen from
     ``RIDGE_ALPHAS`` by cross-validation over ``train_groups`` (e.g. objects: the readout
     must carry over to unseen ones). Features and targets are standardised on train."""
-    xtr, xte = as_features(train_x, "train_x"), as_features(test_x, "test_x")
-    ytr, yte = as_features(train_y, "train_y"), as_features(test_y, "test_y")
-    groups = np.asarray(train_groups)
-    _same_rows(train_x=xtr, train_y=ytr, train_groups=groups)
-    xtr, xte = _standardised(xtr, xte)
+    xtr, ytr, xte, yte, groups = _regression_inputs(train_x, train_y, test_x, test_y, train_groups)
     scaler = StandardScaler().fit(ytr)
     ridge = RidgeCV(alphas=RIDGE_ALPHAS, cv=_group_folds(groups, folds)).fit(xtr, scaler.transform(ytr))
     return r2_per_column(yte, scaler.inverse_transform(ridge.predict(xte).reshape(len(xte), -1)))
@@ -140,11 +149,7 @@ def mlp_r2(
     inputs and targets, stopped when the loss on a quarter of the training groups (held out
     of fitting) has not improved for ``patience`` epochs; the best epoch's weights are kept.
     The output layer starts at zero, so an uninformative input scores ~0, not below it."""
-    xtr, xte = as_features(train_x, "train_x"), as_features(test_x, "test_x")
-    ytr, yte = as_features(train_y, "train_y"), as_features(test_y, "test_y")
-    groups = np.asarray(train_groups)
-    _same_rows(train_x=xtr, train_y=ytr, train_groups=groups)
-    xtr, xte = _standardised(xtr, xte)
+    xtr, ytr, xte, yte, groups = _regression_inputs(train_x, train_y, test_x, test_y, train_groups)
     y_scaler = StandardScaler().fit(ytr)
     unique = np.random.default_rng(seed).permutation(np.unique(groups))
     if unique.size < 2:

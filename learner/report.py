@@ -172,53 +172,47 @@ def check_targets(
     A target whose numbers are missing is undecidable (passed None), never a pass.
     """
     table = summarise({m: per_seed[m] for m in (ours, baseline) if m in per_seed})
-    checks: list[TargetCheck] = []
 
-    def means(metric: str) -> tuple[float, float]:
-        return (table.get(ours, {}).get(metric, MetricCell(math.nan, math.nan, 0)).mean,
-                table.get(baseline, {}).get(metric, MetricCell(math.nan, math.nan, 0)).mean)  # fmt: skip
+    def mean_of(method: str, metric: str) -> float:
+        return table.get(method, {}).get(metric, MetricCell(math.nan, math.nan, 0)).mean
 
-    a, b = means("relative_pose_r2")
-    requirement = f"relative_pose_r2: {ours} >= {baseline} + {RELATIVE_POSE_MARGIN:g}"
-    if math.isfinite(a) and math.isfinite(b):
-        checks.append(TargetCheck("equivariance", requirement, bool(a >= b + RELATIVE_POSE_MARGIN),
-                                  f"{ours} {a:.3f} vs {baseline} {b:.3f} + {RELATIVE_POSE_MARGIN:g} = "
-                                  f"{b + RELATIVE_POSE_MARGIN:.3f} (difference {a - b:+.3f})"))  # fmt: skip
-    else:
-        checks.append(TargetCheck("equivariance", requirement, None, "missing values"))
+    a, b = mean_of(ours, "relative_pose_r2"), mean_of(baseline, "relative_pose_r2")
+    equivariance = _threshold_check(
+        "equivariance", f"relative_pose_r2: {ours} >= {baseline} + {RELATIVE_POSE_MARGIN:g}", a, b + RELATIVE_POSE_MARGIN,
+        f"{ours} {a:.3f} vs {baseline} {b:.3f} + {RELATIVE_POSE_MARGIN:g} = {b + RELATIVE_POSE_MARGIN:.3f} (difference {a - b:+.3f})",
+    )  # fmt: skip
+    a, b = mean_of(ours, "category_top1_linear"), mean_of(baseline, "category_top1_linear")
+    invariance = _threshold_check(
+        "invariance", f"category_top1_linear: {ours} >= {baseline} - {100 * CATEGORY_TOLERANCE:g} points", a, b - CATEGORY_TOLERANCE,
+        f"{ours} {100 * a:.1f}% vs {baseline} {100 * b:.1f}% (difference {100 * (a - b):+.1f} points)",
+    )  # fmt: skip
+    p = cell([v.get("category_top1_linear", math.nan) for v in per_seed.get(pixels, {}).values()]).mean
+    learning = _threshold_check(
+        "learning", f"category_top1_linear: {baseline} >= {pixels} + {100 * LEARNING_MARGIN:g} points", b, p + LEARNING_MARGIN,
+        f"{baseline} {100 * b:.1f}% vs {pixels} {100 * p:.1f}% (difference {100 * (b - p):+.1f} points)",
+    )  # fmt: skip
+    return [equivariance, invariance, _hierarchy_check(per_seed, ours, baseline), learning]
 
-    a, b = means("category_top1_linear")
-    requirement = f"category_top1_linear: {ours} >= {baseline} - {100 * CATEGORY_TOLERANCE:g} points"
-    if math.isfinite(a) and math.isfinite(b):
-        checks.append(TargetCheck("invariance", requirement, bool(a >= b - CATEGORY_TOLERANCE),
-                                  f"{ours} {100 * a:.1f}% vs {baseline} {100 * b:.1f}% "
-                                  f"(difference {100 * (a - b):+.1f} points)"))  # fmt: skip
-    else:
-        checks.append(TargetCheck("invariance", requirement, None, "missing values"))
 
+def _threshold_check(name: str, requirement: str, value: float, threshold: float, detail: str) -> TargetCheck:
+    """``value >= threshold``, or undecidable (passed None) when either is missing."""
+    if not (math.isfinite(value) and math.isfinite(threshold)):
+        return TargetCheck(name, requirement, None, "missing values")
+    return TargetCheck(name, requirement, bool(value >= threshold), detail)
+
+
+def _hierarchy_check(per_seed: PerSeed, ours: str, baseline: str) -> TargetCheck:
+    """Within-object pose Spearman *clearly* above: mean(d) > 0 and > CLEARLY_ABOVE_SDS sd(d)."""
     d = paired_differences(per_seed, "within_object_pose_spearman", ours, baseline)
     requirement = (f"within_object_pose_spearman: {ours} clearly above {baseline}, i.e. the per-seed "
                    f"differences d have mean(d) > {CLEARLY_ABOVE_SDS:g} sd(d) and mean(d) > 0")  # fmt: skip
-    if d.size >= 2:
-        mean, sd = float(d.mean()), float(d.std(ddof=1))
-        passed = bool(mean > 0 and mean > CLEARLY_ABOVE_SDS * sd)
-        checks.append(TargetCheck("hierarchy", requirement, passed,
-                                  f"mean(d) = {mean:+.3f}, sd(d) = {sd:.3f} over {d.size} seeds "
-                                  f"(threshold {CLEARLY_ABOVE_SDS * sd:.3f})"))  # fmt: skip
-    else:
-        checks.append(TargetCheck("hierarchy", requirement, None,
-                                  f"{d.size} paired seed(s): the spread of the difference needs >= 2"))  # fmt: skip
-
-    b = means("category_top1_linear")[1]
-    p = cell([v.get("category_top1_linear", math.nan) for v in per_seed.get(pixels, {}).values()]).mean
-    requirement = f"category_top1_linear: {baseline} >= {pixels} + {100 * LEARNING_MARGIN:g} points"
-    if math.isfinite(b) and math.isfinite(p):
-        checks.append(TargetCheck("learning", requirement, bool(b >= p + LEARNING_MARGIN),
-                                  f"{baseline} {100 * b:.1f}% vs {pixels} {100 * p:.1f}% "
-                                  f"(difference {100 * (b - p):+.1f} points)"))  # fmt: skip
-    else:
-        checks.append(TargetCheck("learning", requirement, None, "missing values"))
-    return checks
+    if d.size < 2:
+        return TargetCheck("hierarchy", requirement, None,
+                           f"{d.size} paired seed(s): the spread of the difference needs >= 2")  # fmt: skip
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    return TargetCheck("hierarchy", requirement, bool(mean > 0 and mean > CLEARLY_ABOVE_SDS * sd),
+                       f"mean(d) = {mean:+.3f}, sd(d) = {sd:.3f} over {d.size} seeds "
+                       f"(threshold {CLEARLY_ABOVE_SDS * sd:.3f})")  # fmt: skip
 
 
 def mean_loss_curves(
