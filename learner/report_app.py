@@ -269,7 +269,9 @@ def write_plots(out: Path, table: dict, histories: dict, methods: Sequence[str],
                                     (True, "pose_columns.png", "pose R² per column, mean ± std over seeds")):  # fmt: skip
         cells = {m: {k: (c.mean, c.std) for k, c in row.items() if ("/" in k) == per_column} for m, row in table.items()}
         if any(cells.values()):
-            metric_bars(cells, out / name, title=title)
+            # The noise reference is each metric's floor, scored by the same code: the chance line.
+            floor = {k: mean for k, (mean, _) in cells.get("noise", {}).items()}
+            metric_bars(cells, out / name, title=title + " (dashed: the noise reference)", chance=floor)
             plots["pose R² per column" if per_column else "metrics"] = name
     for method, folder in [*((m, f"{m}_seed{seeds[0]}") for m in methods), ("random", f"reference_random_seed{seeds[0]}")]:
         source = out / "runs" / folder / "embedding_test_objects.png"
