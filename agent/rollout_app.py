@@ -248,12 +248,21 @@ def complete_dataset(
                 bar.update(transitions)
                 log.info("rollout: shard %d written, %d/%d transitions, %.0f frames/s", index, bar.n, total,
                          progress["transitions"] / max(progress["collect_seconds"], 1e-9), extra={"progress": True})  # fmt: skip
-    finally:
-        if vector_env is not None:
-            with warnings.catch_warnings():  # closing mid-step after Ctrl-C is expected here
-                warnings.simplefilter("ignore")
-                vector_env.close()
+    except BaseException:
+        # Ctrl-C (or an error) mid-step: stop the env workers before their pipes close, or a
+        # worker that finishes its step writes into a closed pipe and prints a traceback.
+        _close_quietly(vector_env, terminate=True)
+        raise
+    _close_quietly(vector_env, terminate=False)
     return writer.manifest
+
+
+def _close_quietly(vector_env: Any, terminate: bool) -> None:
+    if vector_env is None:
+        return
+    with warnings.catch_warnings():  # closing mid-step after Ctrl-C is expected here
+        warnings.simplefilter("ignore")
+        vector_env.close(terminate=terminate)
 
 
 def rollout_metrics(
