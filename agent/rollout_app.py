@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import sys
 import time
 import warnings
@@ -33,16 +32,12 @@ from agent.atomic_files import write_json_atomic
 from agent.collector import Collector, make_vector_env
 from agent.policies import make_policy
 from agent.shards import CorruptShardError, ShardWriter, read_manifest, remove_dataset, verify_shard
-from agent.transitions import TransitionBatch, episode_id_base
+from agent.transitions import MemorySink, TransitionBatch, episode_id_base
 from conf.app import EXIT_INTERRUPTED, hydra_app
+from conf.app_common import key_differences, resolve_path
 from conf.validate import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-def resolve_path(path: str | os.PathLike[str]) -> Path:
-    """A user path, relative ones taken from the launch directory (Hydra does not chdir here)."""
-    return Path(path).expanduser().resolve()
 
 
 def shard_seed(seed: int, index: int) -> int:
@@ -104,30 +99,6 @@ def dataset_header(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def header_differences(stored: dict[str, Any], requested: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ, each as ``key: stored -> requested``."""
-    differences = []
-    for key in sorted(set(stored) | set(requested)):
-        a, b = stored.get(key), requested.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            differences += header_differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            differences.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return differences
-
-
-class MemorySink:
-    """A `TransitionSink` that keeps batches in memory (one shard, or views to look at)."""
-
-    def __init__(self) -> None:
-        self.batches: list[TransitionBatch] = []
-        self.count = 0
-
-    def write(self, batch: TransitionBatch) -> None:
-        self.batches.append(batch)
-        self.count += len(batch)
-
-
 def check_dataset(cfg: DictConfig) -> None:
     """Refuse, before anything is written, a rerun that would replace or shrink the dataset
     at ``dataset.path`` without ``dataset.overwrite=true``."""
@@ -138,7 +109,7 @@ def check_dataset(cfg: DictConfig) -> None:
     if stored is None:
         return
     if stored["header"] != dataset_header(cfg):
-        differences = header_differences(stored["header"], dataset_header(cfg))
+        differences = key_differences(stored["header"], dataset_header(cfg))
         raise ConfigError(
             f"dataset.path={root}: made with another config (stored -> requested: {'; '.join(differences)}); "
             "use another dataset.path, or dataset.overwrite=true to replace it"

@@ -58,3 +58,15 @@ class TransitionSink(Protocol):
     """Anything a collector can write transitions into."""
 
     def write(self, batch: TransitionBatch) -> None: ...
+
+
+class MemorySink:
+    """A `TransitionSink` that keeps batches in memory (one shard, or views to look at)."""
+
+    def __init__(self) -> None:
+        self.batches: list[TransitionBatch] = []
+        self.count = 0
+
+    def write(self, batch: TransitionBatch) -> None:
+        self.batches.append(batch)
+        self.count += len(batch)

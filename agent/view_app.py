@@ -26,10 +26,10 @@ from agent.atomic_files import write_json_atomic
 from agent.collector import Collector, make_vector_env
 from agent.dataset import ViewPairDataset
 from agent.policies import make_policy
-from agent.rollout_app import MemorySink, resolve_path
 from agent.shards import read_manifest
-from agent.transitions import TransitionBatch
+from agent.transitions import MemorySink, TransitionBatch
 from conf.app import hydra_app
+from conf.app_common import resolve_path
 from conf.validate import ConfigError
 from envs.catalog import load_catalog
 

@@ -24,9 +24,8 @@ import torch
 from agent.collector import Collector, make_vector_env
 from agent.dataset import ViewPairDataset
 from agent.policies import make_policy
-from agent.rollout_app import MemorySink
 from agent.shards import ShardWriter
-from agent.transitions import TransitionBatch
+from agent.transitions import MemorySink, TransitionBatch
 from conf.schema import EnvConfig, PolicyConfig
 from envs.scene_state import STATE_DIM, random_state
 

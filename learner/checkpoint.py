@@ -104,7 +104,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 def check_eval_checkpoint(cfg: DictConfig) -> None:
     """``eval.checkpoint`` names a checkpoint file (checked before ``ciper-eval`` writes)."""
-    from agent.rollout_app import resolve_path
+    from conf.app_common import resolve_path
     from conf.validate import ConfigError
 
     if cfg.eval.get("reference") is not None:  # a reference needs no checkpoint

@@ -28,8 +28,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from agent.atomic_files import write_json_atomic
-from agent.rollout_app import resolve_path
 from conf.app import hydra_app, overridden_keys
+from conf.app_common import resolve_path
 from learner.checkpoint import check_eval_checkpoint, load_checkpoint, load_model
 from learner.evaluation import (
     METRIC_NAMES,

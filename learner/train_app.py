@@ -24,9 +24,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agent.atomic_files import write_json_atomic
-from agent.rollout_app import header_differences, resolve_path
 from agent.shards import read_manifest
 from conf.app import hydra_app, overridden_keys, rerun_command
+from conf.app_common import key_differences, resolve_path
 from conf.validate import ConfigError
 
 # Keys a resumed run may change freely: where and how it runs, not what it learns.
@@ -76,7 +76,7 @@ def config_changes(cfg: DictConfig, run_dir: Path) -> list[str]:
         return []
     current: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     return [
-        change for change in header_differences(saved, current)
+        change for change in key_differences(saved, current)
         if not change.split(":", 1)[0].startswith(tuple(f"{k}." for k in RESUME_FREE_KEYS) + RESUME_FREE_KEYS)
     ]  # fmt: skip
 
