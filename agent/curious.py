@@ -29,6 +29,7 @@ from gymnasium import spaces
 
 import envs
 from agent.atomic_files import write_bytes_atomic
+from envs.scene_state import DEFAULT_ACTION_SET
 
 FORMAT_VERSION = 1
 MODEL_FILE = "error_model.npz"
@@ -320,7 +321,7 @@ class CuriousPolicyFactory:
     ucb_beta: float = UCB_BETA
 
     def __call__(
-        self, policy_cfg: Any, action_space: spaces.Box, num_envs: int, seed: int | None = None, action_set: str = "camera"
+        self, policy_cfg: Any, action_space: spaces.Box, num_envs: int, seed: int | None = None, action_set: str = DEFAULT_ACTION_SET
     ) -> CuriousPolicy:
         names = tuple(d.name for d in envs.world_module(self.env_id).action_dims(action_set))
         return CuriousPolicy(

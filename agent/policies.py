@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 from gymnasium import spaces
 
-from envs.scene_state import ACTION_SETS
+from envs.scene_state import ACTION_SETS, DEFAULT_ACTION_SET
 
 
 class ObserverPolicy(Protocol):
@@ -119,7 +119,7 @@ class OrbitPolicy:
         num_envs: int,
         seed: int | None = None,
         speed: float = 0.5,
-        action_set: str = "camera",
+        action_set: str = DEFAULT_ACTION_SET,
         half_period: int = 8,
     ) -> None:
         if half_period < 1:
@@ -160,15 +160,15 @@ PolicyFactory = Callable[..., ObserverPolicy]
 """``factory(cfg, action_space, num_envs, seed, action_set=...) -> ObserverPolicy``."""
 
 
-def _random(cfg: Any, action_space: spaces.Box, num_envs: int, seed: int | None, action_set: str = "camera") -> ObserverPolicy:
+def _random(cfg: Any, action_space: spaces.Box, num_envs: int, seed: int | None, action_set: str = DEFAULT_ACTION_SET) -> ObserverPolicy:
     return RandomPolicy(action_space, num_envs, seed)
 
 
-def _smooth(cfg: Any, action_space: spaces.Box, num_envs: int, seed: int | None, action_set: str = "camera") -> ObserverPolicy:
+def _smooth(cfg: Any, action_space: spaces.Box, num_envs: int, seed: int | None, action_set: str = DEFAULT_ACTION_SET) -> ObserverPolicy:
     return SmoothPolicy(action_space, num_envs, seed, theta=cfg.smooth_theta, sigma=cfg.smooth_sigma)
 
 
-def _orbit(cfg: Any, action_space: spaces.Box, num_envs: int, seed: int | None, action_set: str = "camera") -> ObserverPolicy:
+def _orbit(cfg: Any, action_space: spaces.Box, num_envs: int, seed: int | None, action_set: str = DEFAULT_ACTION_SET) -> ObserverPolicy:
     return OrbitPolicy(action_space, num_envs, seed, speed=cfg.orbit_speed, action_set=action_set)
 
 
@@ -194,7 +194,7 @@ def make_policy(
     action_space: spaces.Box,
     num_envs: int,
     seed: int | None = None,
-    action_set: str = "camera",
+    action_set: str = DEFAULT_ACTION_SET,
 ) -> ObserverPolicy:
     """Build the policy named ``cfg.name`` (a ``conf.schema.PolicyConfig``-like object) for
     ``num_envs`` envs sharing one env's ``action_space``."""

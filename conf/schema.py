@@ -11,16 +11,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
-from envs import OBJECT_VIEW_ID, scene_state, view_arguments
+import envs
+from envs import OBJECT_VIEW_ID, view_arguments
 
 
-# The env keys' defaults are the env constructors' own (envs.view_arguments), so they live in
-# one place; envs imports nothing from conf.
+# The env keys' defaults are the env constructors' own (envs.view_arguments, and each world's
+# DEFAULT_ACTION_SET), so they live in one place; envs imports nothing from conf.
 @dataclass
 class EnvConfig:
     id: str = OBJECT_VIEW_ID  # Gymnasium id: ciper/ObjectView-v0 or ciper/ImageView-v0
-    action_set: str = scene_state.DEFAULT_ACTION_SET  # which action dimensions exist (see the env's docstring); ImageView: geometric | photometric | full
+    action_set: str | None = None  # which action dimensions exist (see the env's docstring); default: env.id's own (ObjectView camera, ImageView geometric)
     image_size: int = view_arguments.IMAGE_SIZE  # side of the square observation, pixels
     split: str = view_arguments.SPLIT  # catalogue split the observer learns on (objects; images for ImageView)
     catalog: str | None = None  # catalogue CSV / image folder; None = the shipped default
@@ -28,6 +30,24 @@ class EnvConfig:
     renderer: str = view_arguments.RENDERER  # tiny (CPU, deterministic) or egl (GPU, falls back to tiny)
     nuisance: str = view_arguments.NUISANCE  # per_step: light colour, floor/object tint (ImageView: background) redrawn every step; per_episode: at reset
     extra: dict[str, Any] = field(default_factory=dict)  # further env kwargs, passed through
+
+    def __post_init__(self) -> None:
+        if self.action_set is None:  # built in Python without one: the env's own default
+            self.action_set = default_action_set(self.id)
+
+
+def default_action_set(env_id: str) -> str | None:
+    """The action set env ``env_id`` takes when none is given (None for an unknown id, which
+    `conf.validate` reports)."""
+    try:
+        return envs.world_module(env_id).DEFAULT_ACTION_SET
+    except ValueError:
+        return None
+
+
+# In the composed tree the default follows the final env.id (an override included); the
+# resolver is registered by `register_configs`, and every app resolves before it runs.
+ACTION_SET_OF_ENV_ID = "${env_default_action_set:${env.id}}"
 
 
 @dataclass
@@ -163,7 +183,7 @@ class ViewConfig:
 
 @dataclass
 class CiperConfig:
-    env: EnvConfig = field(default_factory=EnvConfig)
+    env: EnvConfig = field(default_factory=lambda: EnvConfig(action_set=ACTION_SET_OF_ENV_ID))
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     collector: CollectorConfig = field(default_factory=CollectorConfig)
     buffer: BufferConfig = field(default_factory=BufferConfig)
@@ -231,7 +251,10 @@ RUN_DIR = "runs/${hydra:job.name}/${now:%Y-%m-%d_%H-%M-%S}"
 
 
 def register_configs() -> None:
-    """Register the schema, the group options and the primary config ``ciper``."""
+    """Register the schema, the group options, the primary config ``ciper`` and the resolver
+    of env.action_set's default."""
+    if not OmegaConf.has_resolver("env_default_action_set"):
+        OmegaConf.register_new_resolver("env_default_action_set", default_action_set)
     store = ConfigStore.instance()
     store.store(name="ciper_schema", node=CiperConfig, provider="ciper")
     for group, options in GROUP_OPTIONS.items():

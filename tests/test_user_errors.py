@@ -85,6 +85,18 @@ def test_help_lists_keys_with_the_schema_comments_under_the_script_name(tmp_path
     assert "run_dir: runs/ciper-train/" in resolved.stdout
 
 
+@pytest.mark.parametrize("env_id", [envs.OBJECT_VIEW_ID, envs.IMAGE_VIEW_ID])
+def test_env_action_set_defaults_to_the_envs_own(make_config, env_id):
+    """One default per key: without env.action_set a run gets the action set the env takes."""
+    from conf.schema import EnvConfig
+
+    env = gym.make(env_id, image_size=16)
+    own = env.unwrapped.action_set
+    env.close()
+    assert make_config(f"env.id={env_id}").env.action_set == own
+    assert EnvConfig(id=env_id).action_set == own
+
+
 def test_run_folder_is_named_after_the_script_and_its_config_is_resolved(tmp_path):
     done = run_script("ciper-view", *QUICK_VIEW, "view.video_format=mp4", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
