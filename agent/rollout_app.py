@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 from gymnasium.vector import VectorEnv
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 import envs
@@ -35,6 +35,8 @@ from agent.shards import CorruptShardError, ShardWriter, read_manifest, remove_d
 from agent.transitions import MemorySink, TransitionBatch, episode_id_base
 from conf.app import EXIT_INTERRUPTED, hydra_app
 from conf.app_common import key_differences, resolve_path
+from conf.schema import CiperConfig
+from conf.typed import plain_config, typed_config
 from conf.validate import ConfigError
 
 log = logging.getLogger(__name__)
@@ -85,21 +87,21 @@ def action_semantics(action_set: str, env_id: str = envs.OBJECT_VIEW_ID) -> dict
     }
 
 
-def dataset_header(cfg: DictConfig) -> dict[str, Any]:
+def dataset_header(cfg: CiperConfig | DictConfig) -> dict[str, Any]:
     """Everything that determines the dataset's content (compared on resume)."""
-    env = OmegaConf.to_container(cfg.env, resolve=True)
+    env = plain_config(cfg.env)
     return {
         "env": env,
         "catalog": catalog_fingerprint(env["catalog"], env["id"]),
         "action_semantics": action_semantics(env["action_set"], env["id"]),
-        "policy": OmegaConf.to_container(cfg.policy, resolve=True),
-        "seed": int(cfg.dataset.seed),
-        "shard_size": int(cfg.dataset.shard_size),
-        "num_envs": int(cfg.collector.num_envs),
+        "policy": plain_config(cfg.policy),
+        "seed": cfg.dataset.seed,
+        "shard_size": cfg.dataset.shard_size,
+        "num_envs": cfg.collector.num_envs,
     }
 
 
-def check_dataset(cfg: DictConfig) -> None:
+def check_dataset(cfg: CiperConfig | DictConfig) -> None:
     """Refuse, before anything is written, a rerun that would replace or shrink the dataset
     at ``dataset.path`` without ``dataset.overwrite=true``."""
     if cfg.dataset.overwrite:
@@ -114,7 +116,7 @@ def check_dataset(cfg: DictConfig) -> None:
             f"dataset.path={root}: made with another config (stored -> requested: {'; '.join(differences)}); "
             "use another dataset.path, or dataset.overwrite=true to replace it"
         )
-    planned = dict(shard_plan(int(cfg.dataset.steps), int(cfg.dataset.shard_size)))
+    planned = dict(shard_plan(cfg.dataset.steps, cfg.dataset.shard_size))
     held = sum(s["transitions"] for s in stored["shards"])
     if any(s["transitions"] > planned.get(s["index"], 0) for s in stored["shards"]):
         raise ConfigError(
@@ -149,7 +151,7 @@ def complete_as_planned(root: Path, header: dict[str, Any], plan: list[tuple[int
 
 
 def collect_shard(
-    vector_env: VectorEnv, cfg: DictConfig, index: int, transitions: int
+    vector_env: VectorEnv, cfg: CiperConfig, index: int, transitions: int
 ) -> tuple[TransitionBatch, str, VectorEnv]:
     """Collect shard ``index`` with envs and a policy seeded by (seed, index).
 
@@ -159,12 +161,12 @@ def collect_shard(
     rebuilt it after a worker crash).
     """
     seed = shard_seed(cfg.dataset.seed, index)
-    num_envs = int(cfg.collector.num_envs)
+    num_envs = cfg.collector.num_envs
     vector_env.reset(seed=seed)
     policy = make_policy(cfg.policy, vector_env.single_action_space, num_envs, seed, action_set=cfg.env.action_set)
     sink = MemorySink()
     collector = Collector(
-        vector_env, policy, sink, episode_id_base=episode_id_base(index), chunk_steps=int(cfg.collector.chunk_steps)
+        vector_env, policy, sink, episode_id_base=episode_id_base(index), chunk_steps=cfg.collector.chunk_steps
     )
     while sink.count < transitions:
         collector.collect(math.ceil((transitions - sink.count) / num_envs), progress=False)
@@ -174,13 +176,13 @@ def collect_shard(
     return batch, renderer, collector.vector_env
 
 
-def rollout(cfg: DictConfig) -> dict[str, Any]:
+def rollout(cfg: CiperConfig | DictConfig) -> dict[str, Any]:
     """Complete the dataset at ``dataset.path``; returns the run's metrics."""
-    started = time.perf_counter()
+    started, cfg = time.perf_counter(), typed_config(cfg)
     check_dataset(cfg)
     root = resolve_path(cfg.dataset.path)
     header = dataset_header(cfg)
-    plan = shard_plan(int(cfg.dataset.steps), int(cfg.dataset.shard_size))
+    plan = shard_plan(cfg.dataset.steps, cfg.dataset.shard_size)
     progress = {"written": [], "transitions": 0, "collect_seconds": 0.0, "write_seconds": 0.0}
     manifest = complete_as_planned(root, header, plan)
     if manifest is None:
@@ -189,11 +191,11 @@ def rollout(cfg: DictConfig) -> dict[str, Any]:
 
 
 def complete_dataset(
-    cfg: DictConfig, root: Path, header: dict[str, Any], plan: list[tuple[int, int]], progress: dict[str, Any]
+    cfg: CiperConfig, root: Path, header: dict[str, Any], plan: list[tuple[int, int]], progress: dict[str, Any]
 ) -> dict[str, Any]:
     """Collect and write every planned shard the dataset lacks; returns the manifest.
     ``progress`` counts what this call wrote."""
-    writer = open_dataset(root, header, bool(cfg.dataset.overwrite))
+    writer = open_dataset(root, header, cfg.dataset.overwrite)
     writer.validate_listed()
     planned = dict(plan)
     for entry in list(writer.manifest["shards"]):
@@ -203,8 +205,8 @@ def complete_dataset(
             writer.remove_shard(entry["index"])
     held = {s["index"] for s in writer.manifest["shards"]}
     missing = [(k, n) for k, n in plan if k not in held]
-    vector_env = make_vector_env(cfg.env, int(cfg.collector.num_envs), cfg.collector.vectorization) if missing else None
-    total = int(cfg.dataset.steps)
+    vector_env = make_vector_env(cfg.env, cfg.collector.num_envs, cfg.collector.vectorization) if missing else None
+    total = cfg.dataset.steps
     try:
         with tqdm(total=total, initial=total - sum(n for _, n in missing), unit="view", desc="rollout") as bar:
             for index, transitions in missing:
@@ -264,10 +266,10 @@ def rollout_metrics(
     }
 
 
-def interrupted_note(cfg: DictConfig) -> str:
+def interrupted_note(cfg: CiperConfig) -> str:
     """What a Ctrl-C kept, and how to go on."""
     root = resolve_path(cfg.dataset.path)
-    plan = shard_plan(int(cfg.dataset.steps), int(cfg.dataset.shard_size))
+    plan = shard_plan(cfg.dataset.steps, cfg.dataset.shard_size)
     shards = (read_manifest(root) or {"shards": []})["shards"]
     kept = sum(s["transitions"] for s in shards)
     return (
@@ -276,8 +278,9 @@ def interrupted_note(cfg: DictConfig) -> str:
     )
 
 
-def _task(cfg: DictConfig) -> None:
+def _task(cfg: CiperConfig | DictConfig) -> None:
     """Collect a time-augmented view dataset (see ``dataset.*``, ``env.*``, ``policy.*``)."""
+    cfg = typed_config(cfg)
     try:
         metrics = rollout(cfg)
     except KeyboardInterrupt:

@@ -19,7 +19,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import envs
 from agent.atomic_files import write_json_atomic
@@ -30,6 +30,8 @@ from agent.shards import read_manifest
 from agent.transitions import MemorySink, TransitionBatch
 from conf.app import hydra_app
 from conf.app_common import resolve_path
+from conf.schema import CiperConfig
+from conf.typed import plain_config, typed_config
 from conf.validate import ConfigError
 from envs.catalog import load_catalog
 
@@ -40,9 +42,9 @@ _HEADER_HEIGHT = 18
 _GAP = 2
 
 
-def view_options(cfg: DictConfig) -> dict[str, Any]:
+def view_options(cfg: CiperConfig) -> dict[str, Any]:
     """The ``view.*`` keys as a dict; bad choices raise naming them."""
-    options = OmegaConf.to_container(cfg.view, resolve=True)
+    options = plain_config(cfg.view)
     if options["source"] not in SOURCES:
         raise ValueError(f"view.source={options['source']!r}: expected one of {SOURCES}")
     if options["video_format"] not in VIDEO_FORMATS:
@@ -53,7 +55,7 @@ def view_options(cfg: DictConfig) -> dict[str, Any]:
     return options
 
 
-def rollout_transitions(cfg: DictConfig, num_envs: int, vector_steps: int, seed: int) -> TransitionBatch:
+def rollout_transitions(cfg: CiperConfig, num_envs: int, vector_steps: int, seed: int) -> TransitionBatch:
     """A live rollout: ``vector_steps`` steps of ``num_envs`` envs (in this process)."""
     sink = MemorySink()
     vector_env = make_vector_env(cfg.env, num_envs, "sync", seed)
@@ -186,8 +188,9 @@ def write_video(frames: list[np.ndarray], path: Path, fps: int) -> str:
     return codec
 
 
-def render_views(cfg: DictConfig) -> dict[str, Any]:
+def render_views(cfg: CiperConfig | DictConfig) -> dict[str, Any]:
     """Write the grid PNG and the video into ``cfg.run_dir``; returns their paths."""
+    cfg = typed_config(cfg)
     options = view_options(cfg)
     rows, steps, frames = int(options["rows"]), int(options["steps"]), int(options["video_steps"])
     if options["source"] == "env":
@@ -212,8 +215,9 @@ def render_views(cfg: DictConfig) -> dict[str, Any]:
     return {"source": source, "grid": str(grid_path), "video": str(video_path), "video_codec": codec, "view": options}
 
 
-def _task(cfg: DictConfig) -> None:
+def _task(cfg: CiperConfig | DictConfig) -> None:
     """Render views of a rollout (live or from a dataset) to a PNG grid and a video."""
+    cfg = typed_config(cfg)
     outputs = render_views(cfg)
     write_json_atomic(Path(cfg.run_dir) / "metrics.json", outputs)
     print(f"views of {outputs['source']}\ngrid:  {outputs['grid']}\nvideo: {outputs['video']}")

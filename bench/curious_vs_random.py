@@ -31,6 +31,8 @@ import torch
 import envs
 from agent.curious import load_error_model, model_path_of
 from conf.compose import compose_config
+from conf.schema import CiperConfig
+from conf.typed import typed_config
 from learner.augment import normalize_images, to_float_images
 from learner.checkpoint import load_checkpoint, model_from_architecture
 from learner.curiosity import curious_training
@@ -44,11 +46,11 @@ TINY = ("env.image_size=32", "model.width=8", "model.proj_hidden=128", "model.pr
         "train.device=cpu", "policy.curious_refresh_steps=10", "eval.views_per_object=8", "eval.probe_epochs=60", "eval.plots=false")  # fmt: skip
 
 
-def validation_pairs(cfg: Any, num_pairs: int, seed: int) -> dict[str, np.ndarray]:
+def validation_pairs(cfg: CiperConfig, num_pairs: int, seed: int) -> dict[str, np.ndarray]:
     """One-step pairs of held-out (eval.test_split) objects under uniform random actions."""
-    world = envs.world_module(str(cfg.env.id))
-    env = gym.make(str(cfg.env.id), action_set=str(cfg.env.action_set), image_size=int(cfg.env.image_size),
-                   split=str(cfg.eval.test_split), episode_steps=16)  # fmt: skip
+    world = envs.world_module(cfg.env.id)
+    env = gym.make(cfg.env.id, action_set=cfg.env.action_set, image_size=cfg.env.image_size,
+                   split=cfg.eval.test_split, episode_steps=16)  # fmt: skip
     rng = np.random.default_rng(seed)
     view_a, view_b, target = [], [], []
     observation, info = env.reset(seed=seed)
@@ -57,7 +59,7 @@ def validation_pairs(cfg: Any, num_pairs: int, seed: int) -> dict[str, np.ndarra
         next_observation, _, terminated, truncated, next_info = env.step(action)
         view_a.append(observation)
         view_b.append(next_observation)
-        target.append(world.relative_action(info["state"], next_info["state"], str(cfg.env.action_set)))
+        target.append(world.relative_action(info["state"], next_info["state"], cfg.env.action_set))
         observation, info = next_observation, next_info
         if terminated or truncated:
             observation, info = env.reset()
@@ -106,8 +108,9 @@ def error_landscape(run_dir: Path, action_dim: int) -> dict[str, list[float]]:
 def run_one(policy: str, seed: int, steps: int, overrides: list[str], root: Path, val: dict[str, np.ndarray],
             evaluate: bool) -> dict[str, Any]:  # fmt: skip
     run_dir = root / f"{policy}_seed{seed}"
-    cfg = compose_config([*TINY, "method=ciper", "train.mode=online", f"policy={policy}", f"train.steps={steps}",
-                          f"train.seed={seed}", *overrides], run_dir=run_dir)  # fmt: skip
+    overrides = [*TINY, "method=ciper", "train.mode=online", f"policy={policy}", f"train.steps={steps}",
+                 f"train.seed={seed}", *overrides]  # fmt: skip
+    cfg = typed_config(compose_config(overrides, run_dir=run_dir))
     factory, callbacks = None, []
     if policy == "curious":
         factory, callback = curious_training(cfg, run_dir)
@@ -131,7 +134,7 @@ def run_one(policy: str, seed: int, steps: int, overrides: list[str], root: Path
         scores = evaluate_encoder(model, cfg.env, cfg.eval, "cpu")
         result.update({f"eval_{k}": scores[k] for k in ("relative_pose_r2", "absolute_pose_r2", "category_top1_linear")})
     if policy == "curious":
-        result["error_landscape"] = error_landscape(run_dir, len(envs.world_module(str(cfg.env.id)).action_dims(str(cfg.env.action_set))))
+        result["error_landscape"] = error_landscape(run_dir, len(envs.world_module(cfg.env.id).action_dims(cfg.env.action_set)))
         result["curious_publications"] = callbacks[0].publications
         result["collector_pickups"] = sum(1 for _ in (run_dir / "curious" / "pickups").glob("*.json"))
     return result
@@ -149,7 +152,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))  # one core left to the collector
-    base = compose_config([*TINY, *args.overrides])
+    base = typed_config(compose_config([*TINY, *args.overrides]))
     val = validation_pairs(base, args.val_pairs, seed=4321)
     evaluate = not args.no_eval
     results = []
@@ -159,7 +162,7 @@ def main() -> None:
                 result = run_one(policy, seed, args.steps, args.overrides, Path(tmp), val, evaluate)
                 results.append(result)
                 print(json.dumps(result), flush=True)
-    names = envs.world_module(str(base.env.id)).relative_action_names(str(base.env.action_set))
+    names = envs.world_module(base.env.id).relative_action_names(base.env.action_set)
     print(f"\nvalidation R^2 columns: {', '.join(names)}")
     print(f"\n{'policy':8s} {'seed':>4s} {'pred loss (first->last window)':>32s} {'val pred R2 per column':>30s} "
           f"{'rel-pose R2':>12s} {'train s':>8s}")  # fmt: skip

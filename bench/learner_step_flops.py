@@ -28,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from agent.view_pairs import ViewPairs
 from conf.compose import compose_config
+from conf.typed import typed_config
 from learner.device import select_device
 from learner.pair_sources import relative_action_dim
 from learner.train import Learner
@@ -77,13 +78,13 @@ def timed_steps(learner: Learner, pairs: ViewPairs, min_seconds: float) -> float
 
 
 def measure(setting: Setting, extra: list[str], rounds: int) -> dict:
-    cfg = compose_config([*setting.overrides, "train.device=cpu", *extra])
-    device = select_device(str(cfg.train.device))
+    cfg = typed_config(compose_config([*setting.overrides, "train.device=cpu", *extra]))
+    device = select_device(cfg.train.device)
     torch.manual_seed(0)
     action_dim = relative_action_dim(cfg.env)
     learner = Learner(cfg, action_dim, device)
-    batch = int(cfg.train.batch_size)
-    pairs = synthetic_pairs(batch, int(cfg.env.image_size), action_dim)
+    batch = cfg.train.batch_size
+    pairs = synthetic_pairs(batch, cfg.env.image_size, action_dim)
     learner.step(pairs)  # warm-up (allocator, oneDNN primitive caches)
     with FlopCounterMode(display=False) as counter:
         learner.step(pairs)

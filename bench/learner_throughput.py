@@ -22,6 +22,8 @@ import torch
 
 from agent.view_pairs import ViewPairs
 from conf.compose import compose_config
+from conf.schema import CiperConfig
+from conf.typed import typed_config
 from learner.device import select_device
 from learner.pair_sources import relative_action_dim
 from learner.train import Learner, train
@@ -39,11 +41,11 @@ def synthetic_pairs(batch: int, size: int, action_dim: int, seed: int = 0) -> Vi
     )  # fmt: skip
 
 
-def pure_step_rate(cfg, steps: int) -> float:
-    device = select_device(str(cfg.train.device))
+def pure_step_rate(cfg: CiperConfig, steps: int) -> float:
+    device = select_device(cfg.train.device)
     action_dim = relative_action_dim(cfg.env)
     learner = Learner(cfg, action_dim, device)
-    pairs = synthetic_pairs(int(cfg.train.batch_size), int(cfg.env.image_size), action_dim)
+    pairs = synthetic_pairs(cfg.train.batch_size, cfg.env.image_size, action_dim)
     for _ in range(3):  # warm-up (allocator, cudnn autotune, compile)
         learner.step(pairs)
     if device.type == "cuda":
@@ -52,7 +54,7 @@ def pure_step_rate(cfg, steps: int) -> float:
     for _ in range(steps):
         losses = learner.step(pairs)
     float(losses["loss"])  # wait for the device
-    return 2 * int(cfg.train.batch_size) * steps / (time.perf_counter() - start)
+    return 2 * cfg.train.batch_size * steps / (time.perf_counter() - start)
 
 
 def online_loop(cfg_overrides: list[str], steps: int) -> dict:
@@ -67,7 +69,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="timed steps per measurement")
     parser.add_argument("overrides", nargs="*", help="config overrides, key=value")
     args = parser.parse_args()
-    cfg = compose_config(args.overrides)
+    cfg = typed_config(compose_config(args.overrides))
     pure = pure_step_rate(cfg, args.steps)
     metrics = online_loop(args.overrides, args.steps)
     online = metrics["images_per_s"]

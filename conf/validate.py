@@ -148,7 +148,7 @@ def _check_consistency(cfg: DictConfig) -> None:
         raise ConfigError("train.mode=offline: expected train.dataset=PATH too (a folder written by ciper-rollout)")
     if cfg.collector.kind == "ray" and importlib.util.find_spec("ray") is None:
         raise ConfigError("collector.kind=ray: Ray is not installed; pip install -e '.[distributed]', or collector=local")
-    device = str(cfg.train.device)
+    device = cfg.train.device
     if not _DEVICE.match(device):
         raise ConfigError(f"train.device={device!r}: expected auto, cpu, cuda or cuda:N")
     if device.startswith("cuda"):

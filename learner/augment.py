@@ -70,7 +70,7 @@ def augmentation_spec(method_cfg: Any, action_dim_names: Sequence[str], action_s
     """
     for key, dims in _ACTION_DIMS_OF_AUGMENTATION.items():
         both = sorted(set(dims) & set(action_dim_names))
-        if bool(method_cfg[key]) and both:
+        if bool(getattr(method_cfg, key)) and both:
             raise ValueError(
                 f"method.{key}=true and env.action_set={action_set!r} (actions {', '.join(both)}) both apply "
                 f"this change to the views: set method.{key}=false or use an action set without it"

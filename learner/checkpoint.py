@@ -13,31 +13,32 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import envs
 from agent.atomic_files import write_bytes_atomic
+from conf.schema import CiperConfig
 from learner.encoders import ENCODER_VERSION
 from learner.model import CiperModel, build_model
 
 FORMAT_VERSION = 1
 
 
-def architecture_of(cfg: DictConfig, action_dim: int) -> dict[str, Any]:
+def architecture_of(cfg: CiperConfig, action_dim: int) -> dict[str, Any]:
     """The config keys that decide the shapes of the weights (plus what they mean)."""
     return {
-        "method": str(cfg.method.name),
-        "encoder": str(cfg.model.encoder),
-        "stem": str(cfg.model.stem),
-        "width": int(cfg.model.width),
-        "proj_hidden": int(cfg.model.proj_hidden),
-        "proj_dim": int(cfg.model.proj_dim),
-        "pred_hidden": int(cfg.model.pred_hidden),
+        "method": cfg.method.name,
+        "encoder": cfg.model.encoder,
+        "stem": cfg.model.stem,
+        "width": cfg.model.width,
+        "proj_hidden": cfg.model.proj_hidden,
+        "proj_dim": cfg.model.proj_dim,
+        "pred_hidden": cfg.model.pred_hidden,
         "encoder_version": ENCODER_VERSION,
         "action_dim": int(action_dim),
-        "env_id": str(cfg.env.id),
-        "action_set": str(cfg.env.action_set),
-        "image_size": int(cfg.env.image_size),
+        "env_id": cfg.env.id,
+        "action_set": cfg.env.action_set,
+        "image_size": cfg.env.image_size,
     }
 
 
@@ -107,7 +108,7 @@ def check_eval_checkpoint(cfg: DictConfig) -> None:
     from conf.app_common import resolve_path
     from conf.validate import ConfigError
 
-    if cfg.eval.get("reference") is not None:  # a reference needs no checkpoint
+    if cfg.eval.reference is not None:  # a reference needs no checkpoint
         return
     if cfg.eval.checkpoint is None:
         raise ConfigError("eval.checkpoint=null: expected the checkpoint to evaluate, eval.checkpoint=PATH")
@@ -140,7 +141,3 @@ def load_model(path: Path, map_location: str | torch.device = "cpu") -> tuple[Ci
     model.eval()
     return model, payload["architecture"]
 
-
-def config_as_plain(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config as plain containers (storable under weights_only)."""
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -34,6 +34,7 @@ from agent.curious import (
 
 if TYPE_CHECKING:
     from agent.view_pairs import ViewPairs
+    from conf.schema import CiperConfig
     from learner.train import Learner
 
 log = logging.getLogger(__name__)
@@ -161,20 +162,20 @@ class CuriosityCallback:
 # ---------------------------------------------------------------- wiring
 
 
-def _check_curious_config(cfg: Any) -> None:
+def _check_curious_config(cfg: CiperConfig) -> None:
     from learner.model import method_spec  # torch: only in the learner process
 
-    method = str(cfg.method.name)
+    method = cfg.method.name
     if not method_spec(method).needs_predictor:
         raise ValueError(
             f"method={method!r} has no prediction head: policy=curious scores actions by the "
             "prediction head's error; use method=ciper or method=predict, or another policy"
         )
-    if str(cfg.train.mode) != "online":
+    if cfg.train.mode != "online":
         raise ValueError(f"train.mode={cfg.train.mode!r}: policy=curious steers live collectors; expected online")
 
 
-def curious_policy_factory(cfg: Any, run_dir: str | Path) -> CuriousPolicyFactory:
+def curious_policy_factory(cfg: CiperConfig, run_dir: str | Path) -> CuriousPolicyFactory:
     """The picklable collector-side factory for ``cfg`` (a ``policy_factory`` for ``train``).
 
     It only acts curiously if :class:`CuriosityCallback` publishes models: use
@@ -182,14 +183,14 @@ def curious_policy_factory(cfg: Any, run_dir: str | Path) -> CuriousPolicyFactor
     prediction head (simclr, simclr_tt) and for offline training.
     """
     _check_curious_config(cfg)
-    return CuriousPolicyFactory(str(model_path_of(run_dir)), str(cfg.env.id))
+    return CuriousPolicyFactory(str(model_path_of(run_dir)), cfg.env.id)
 
 
-def curious_training(cfg: Any, run_dir: str | Path) -> tuple[CuriousPolicyFactory, CuriosityCallback]:
+def curious_training(cfg: CiperConfig, run_dir: str | Path) -> tuple[CuriousPolicyFactory, CuriosityCallback]:
     """``(policy_factory, callback)`` for ``train(cfg, run_dir, policy_factory=..., callbacks=[callback])``."""
     factory = curious_policy_factory(cfg, run_dir)
     callback = CuriosityCallback(
-        str(cfg.env.id), str(cfg.env.action_set), factory.model_path,
-        refresh_steps=int(cfg.policy.curious_refresh_steps), seed=int(cfg.train.seed),
+        cfg.env.id, cfg.env.action_set, factory.model_path,
+        refresh_steps=cfg.policy.curious_refresh_steps, seed=cfg.train.seed,
     )  # fmt: skip
     return factory, callback

@@ -30,6 +30,8 @@ from omegaconf import DictConfig, OmegaConf
 from agent.atomic_files import write_json_atomic
 from conf.app import hydra_app, overridden_keys
 from conf.app_common import resolve_path
+from conf.schema import CiperConfig, EnvConfig
+from conf.typed import plain_config, typed_config
 from learner.checkpoint import check_eval_checkpoint, load_checkpoint, load_model
 from learner.evaluation import (
     METRIC_NAMES,
@@ -46,27 +48,27 @@ from learner.train import select_device
 ARCHITECTURE_ENV_KEYS = {"id": "env_id", "action_set": "action_set", "image_size": "image_size"}
 
 
-def checkpoint_env(env_cfg: DictConfig, architecture: dict[str, Any], overridden: set[str]) -> DictConfig:
+def checkpoint_env(env_cfg: EnvConfig | DictConfig, architecture: dict[str, Any], overridden: set[str]) -> EnvConfig:
     """``env_cfg`` with the world of the checkpoint; raises when an explicit override of
     ``env.id``, ``env.action_set`` or ``env.image_size`` disagrees with it."""
-    env = OmegaConf.create(OmegaConf.to_container(env_cfg, resolve=True))
     for key, record in ARCHITECTURE_ENV_KEYS.items():
-        saved = architecture[record]
-        if f"env.{key}" in overridden and env[key] != saved:
+        given, saved = getattr(env_cfg, key), architecture[record]
+        if f"env.{key}" in overridden and given != saved:
             raise ValueError(
-                f"env.{key}={env[key]!r}: the checkpoint was trained with env.{key}={saved!r}; "
+                f"env.{key}={given!r}: the checkpoint was trained with env.{key}={saved!r}; "
                 f"drop the override or evaluate a checkpoint of that world"
             )
-        env[key] = saved
-    return env
+    world = {key: architecture[record] for key, record in ARCHITECTURE_ENV_KEYS.items()}
+    return EnvConfig(**{**plain_config(env_cfg), **world})
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: CiperConfig | DictConfig) -> dict[str, Any]:
     """Evaluate ``eval.checkpoint`` (or the reference ``eval.reference``); print a table;
     write metrics.json and PNGs to the run folder."""
+    cfg = typed_config(cfg)
     run_dir = Path(cfg.run_dir)
     started = time.perf_counter()
-    if cfg.eval.get("reference") is not None:
+    if cfg.eval.reference is not None:
         record = evaluate_reference_record(cfg, run_dir)
     else:
         record = evaluate_checkpoint_record(cfg, run_dir)
@@ -90,36 +92,36 @@ def print_scores(scores: dict[str, float]) -> None:
     print("  (shortcut_colour_top1: colour histograms retrieve a pair's positive among 64; chance 0.016)")
 
 
-def evaluate_checkpoint_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def evaluate_checkpoint_record(cfg: CiperConfig, run_dir: Path) -> dict[str, Any]:
     """Scores of the checkpoint's frozen encoder; the shortcut on pairs drawn as its run did."""
     if cfg.eval.checkpoint is None:
         raise ValueError("eval.checkpoint=None: pass the checkpoint to evaluate, eval.checkpoint=PATH")
     path = resolve_path(cfg.eval.checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"eval.checkpoint={cfg.eval.checkpoint!r}: no checkpoint file at {path}")
-    device = select_device(str(cfg.train.device))
+    device = select_device(cfg.train.device)
     model, architecture = load_model(path, map_location=device)
     env_cfg = checkpoint_env(cfg.env, architecture, overridden_keys())
     metrics = evaluate_encoder(model.to(device), env_cfg, cfg.eval, device, run_dir)
     # The run's own method config (pairs, augmentations) where the checkpoint holds it.
     saved = load_checkpoint(path).get("config") or {}
-    run_cfg = OmegaConf.create({"env": OmegaConf.to_container(env_cfg), "eval": OmegaConf.to_container(cfg.eval),
-                                "buffer": saved.get("buffer") or OmegaConf.to_container(cfg.buffer),
-                                "method": saved.get("method") or OmegaConf.to_container(cfg.method)})  # fmt: skip
+    run_cfg = OmegaConf.create({"env": plain_config(env_cfg), "eval": plain_config(cfg.eval),
+                                "buffer": saved.get("buffer") or plain_config(cfg.buffer),
+                                "method": saved.get("method") or plain_config(cfg.method)})  # fmt: skip
     metrics["shortcut_colour_top1"] = probe_pairs_shortcut(run_cfg, render_probes(env_cfg, cfg.eval)[0])
     title = f"{architecture['method']} ({architecture['encoder']})"
     return {"title": title, "checkpoint": str(path), "architecture": architecture,
-            "env": OmegaConf.to_container(env_cfg), "device": str(device), "eval": metrics}  # fmt: skip
+            "env": plain_config(env_cfg), "device": str(device), "eval": metrics}  # fmt: skip
 
 
-def evaluate_reference_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def evaluate_reference_record(cfg: CiperConfig, run_dir: Path) -> dict[str, Any]:
     """Scores of the reference ``eval.reference`` on ``env.*``'s probe views (no checkpoint)."""
-    name = str(cfg.eval.reference)
+    name = cfg.eval.reference
     if name not in REFERENCES:
         raise ValueError(f"eval.reference={name!r}: expected one of {list(REFERENCES)}")
     metrics = evaluate_reference(name, cfg, run_dir)
     return {"title": f"reference {name} ({REFERENCE_MEANING[name]})", "reference": name,
-            "env": OmegaConf.to_container(cfg.env, resolve=True), "eval": metrics}  # fmt: skip
+            "env": plain_config(cfg.env), "eval": metrics}  # fmt: skip
 
 
 main = hydra_app(run, check=check_eval_checkpoint)

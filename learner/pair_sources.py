@@ -17,10 +17,10 @@ import time
 from typing import Any, Protocol
 
 import numpy as np
-from omegaconf import DictConfig
 
 import envs
 from agent.view_pairs import ViewPairs
+from conf.schema import CiperConfig, EnvConfig
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +41,14 @@ class PairSource(Protocol):
     def close(self) -> None: ...
 
 
-def relative_action_fn(env_cfg: DictConfig):
+def relative_action_fn(env_cfg: EnvConfig):
     """The picklable relative-action function of the configured env and action set."""
     world = envs.world_module(env_cfg.id)
-    return functools.partial(world.relative_action, action_set=str(env_cfg.action_set))
+    return functools.partial(world.relative_action, action_set=env_cfg.action_set)
 
 
-def relative_action_dim(env_cfg: DictConfig) -> int:
-    return len(envs.world_module(env_cfg.id).relative_action_names(str(env_cfg.action_set)))
+def relative_action_dim(env_cfg: EnvConfig) -> int:
+    return len(envs.world_module(env_cfg.id).relative_action_names(env_cfg.action_set))
 
 
 class _Prefetcher:
@@ -130,7 +130,7 @@ class _PrefetchedSource:
 class DatasetPairSource(_PrefetchedSource):
     """Pairs from a dataset written by ``ciper-rollout`` (offline training)."""
 
-    def __init__(self, root: str, env_cfg: DictConfig, batch_size: int, min_offset: int, max_offset: int, seed: int) -> None:
+    def __init__(self, root: str, env_cfg: EnvConfig, batch_size: int, min_offset: int, max_offset: int, seed: int) -> None:
         from agent.dataset import ViewPairDataset
 
         self.dataset = ViewPairDataset(
@@ -138,10 +138,10 @@ class DatasetPairSource(_PrefetchedSource):
         )
         saved_env = self.dataset.header["env"]
         for key in ("id", "action_set", "image_size"):
-            if str(saved_env.get(key)) != str(env_cfg[key]):
+            if str(saved_env.get(key)) != str(getattr(env_cfg, key)):
                 raise ValueError(
                     f"dataset {root} was made with env.{key}={saved_env.get(key)!r} but the config has "
-                    f"env.{key}={env_cfg[key]!r}: pass the dataset's value"
+                    f"env.{key}={getattr(env_cfg, key)!r}: pass the dataset's value"
                 )
         self.action_dim = relative_action_dim(env_cfg)
         self._prefetch = _Prefetcher(lambda rng: self.dataset.sample_pairs(batch_size, rng), seed)
@@ -160,30 +160,30 @@ class OnlinePairSource(_PrefetchedSource):
     runs ahead of the renderers it waits, so no view is reused more than the ratio allows.
     """
 
-    def __init__(self, cfg: DictConfig, seed: int, policy_factory=None) -> None:
+    def __init__(self, cfg: CiperConfig, seed: int, policy_factory=None) -> None:
         from agent.background import BackgroundCollectors
         from agent.replay_buffer import ReplayBuffer
 
         env_cfg = cfg.env
         world = envs.world_module(env_cfg.id)
         self.action_dim = relative_action_dim(env_cfg)
-        self.batch_size = int(cfg.train.batch_size)
-        self.replay_ratio = float(cfg.train.replay_ratio)
-        self.warmup_views = int(cfg.buffer.warmup_views)
+        self.batch_size = cfg.train.batch_size
+        self.replay_ratio = cfg.train.replay_ratio
+        self.warmup_views = cfg.buffer.warmup_views
         # The buffer links views as far apart as any method here samples them.
-        max_offset = max(int(cfg.buffer.max_offset), int(cfg.method.time_offset))
+        max_offset = max(cfg.buffer.max_offset, cfg.method.time_offset)
         self.min_offset, self.max_offset = pair_offsets(cfg)
         self.buffer = ReplayBuffer.create(
-            capacity=int(cfg.buffer.capacity),
-            view_shape=(int(env_cfg.image_size), int(env_cfg.image_size), 3),
+            capacity=cfg.buffer.capacity,
+            view_shape=(env_cfg.image_size, env_cfg.image_size, 3),
             state_dim=len(world.STATE_FIELDS),
-            action_dim=len(world.action_dims(str(env_cfg.action_set))),
-            num_partitions=int(cfg.collector.num_workers),
+            action_dim=len(world.action_dims(env_cfg.action_set)),
+            num_partitions=cfg.collector.num_workers,
             min_offset=self.min_offset,
             max_offset=max_offset,
             relative_action_fn=relative_action_fn(env_cfg),
         )
-        kind, collectors_class, ray_options = str(cfg.collector.kind), BackgroundCollectors, {}
+        kind, collectors_class, ray_options = cfg.collector.kind, BackgroundCollectors, {}
         if kind == "ray":
             # Ray is an optional extra: imported only when asked for.
             from agent.ray_collectors import RayCollectors
@@ -196,13 +196,13 @@ class OnlinePairSource(_PrefetchedSource):
             env_cfg=env_cfg,
             policy_cfg=cfg.policy,
             buffer_handle=self.buffer.handle,
-            num_workers=int(cfg.collector.num_workers),
-            num_envs=int(cfg.collector.num_envs),
+            num_workers=cfg.collector.num_workers,
+            num_envs=cfg.collector.num_envs,
             seed=seed,
-            vectorization=str(cfg.collector.vectorization),
-            chunk_steps=int(cfg.collector.chunk_steps),
+            vectorization=cfg.collector.vectorization,
+            chunk_steps=cfg.collector.chunk_steps,
             policy_factory=policy_factory,
-            rate_limit=None if cfg.collector.lead_views is None else (self.replay_ratio, max(int(cfg.collector.lead_views), self.warmup_views)),
+            rate_limit=None if cfg.collector.lead_views is None else (self.replay_ratio, max(cfg.collector.lead_views, self.warmup_views)),
             **ray_options,
         )
         self.collectors.start()
@@ -235,22 +235,22 @@ class OnlinePairSource(_PrefetchedSource):
         self.buffer.unlink()
 
 
-def pair_offsets(cfg: DictConfig) -> tuple[int, int]:
+def pair_offsets(cfg: CiperConfig) -> tuple[int, int]:
     """(min, max) steps between the two views of a pair: up to ``method.time_offset``, and
     at least ``buffer.min_offset`` unless the method pairs a view with itself (offset 0:
     SimCLR's two augmented copies of one view)."""
-    high = int(cfg.method.time_offset)
-    return min(int(cfg.buffer.min_offset), high), high
+    high = cfg.method.time_offset
+    return min(cfg.buffer.min_offset, high), high
 
 
-def make_pair_source(cfg: DictConfig, seed: int, policy_factory=None) -> PairSource:
+def make_pair_source(cfg: CiperConfig, seed: int, policy_factory=None) -> PairSource:
     """The pair source ``train.mode`` asks for."""
-    mode = str(cfg.train.mode)
+    mode = cfg.train.mode
     if mode == "offline":
         if not cfg.train.dataset:
             raise ValueError("train.mode=offline needs train.dataset=PATH (a folder written by ciper-rollout)")
         return DatasetPairSource(
-            str(cfg.train.dataset), cfg.env, int(cfg.train.batch_size),
+            cfg.train.dataset, cfg.env, cfg.train.batch_size,
             *pair_offsets(cfg), seed=seed,
         )  # fmt: skip
     if mode == "online":

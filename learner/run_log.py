@@ -16,10 +16,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from omegaconf import DictConfig
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 
+from conf.schema import CiperConfig
 from learner.distributed import DistributedContext
 from learner.pair_sources import PairSource
 
@@ -67,12 +67,12 @@ class RunClock:
 class TrainingLog:
     """TensorBoard scalars, the progress bar and the progress lines of one training run."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, context: DistributedContext, first_step: int) -> None:
+    def __init__(self, cfg: CiperConfig, run_dir: Path, context: DistributedContext, first_step: int) -> None:
         from torch.utils.tensorboard import SummaryWriter  # slow to import; only training needs it
 
-        self.method = str(cfg.method.name)
-        self.total_steps = int(cfg.train.steps)
-        self.log_every = int(cfg.train.log_every)
+        self.method = cfg.method.name
+        self.total_steps = cfg.train.steps
+        self.log_every = cfg.train.log_every
         self.world_size = context.world_size
         self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard")) if context.is_main else None
         self.bar = tqdm(total=self.total_steps, initial=first_step, desc=f"train {self.method}",

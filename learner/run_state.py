@@ -12,11 +12,10 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from omegaconf import DictConfig
-
+from conf.schema import CiperConfig
+from conf.typed import plain_config
 from learner.checkpoint import (
     check_architecture,
-    config_as_plain,
     load_checkpoint,
     restore_rng_states,
     rng_states,
@@ -34,7 +33,7 @@ log = logging.getLogger("learner.train")  # the run's log lines keep the logger 
 class RunCheckpoint:
     """The last checkpoint of one run: resumed from at start, rewritten during training."""
 
-    def __init__(self, run_dir: Path, cfg: DictConfig, context: DistributedContext) -> None:
+    def __init__(self, run_dir: Path, cfg: CiperConfig, context: DistributedContext) -> None:
         self.path = Path(run_dir) / "checkpoints" / "last.pt"
         self.cfg = cfg
         self.context = context
@@ -69,7 +68,7 @@ class RunCheckpoint:
                 self.path,
                 {**learner.state_dict(), "step": step, "history": history, "rng": rng_states(),
                  "pair_source_ranks": source_states, "world_size": self.context.world_size,
-                 "config": config_as_plain(self.cfg)},
+                 "config": plain_config(self.cfg)},
             )  # fmt: skip
         barrier(self.context)
 

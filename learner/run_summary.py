@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 
 from agent.atomic_files import write_json_atomic
+from conf.schema import CiperConfig
 from learner.pair_sources import PairSource
 from learner.run_log import RunClock, log_eval_scalars
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 def run_metrics(
-    cfg: DictConfig,
+    cfg: CiperConfig,
     learner: Learner,
     source: PairSource,
     *,
@@ -41,9 +41,9 @@ def run_metrics(
     """The run's numbers for ``metrics.json``; rates count every rank's images."""
     world_size = learner.context.world_size
     return {
-        "method": str(cfg.method.name),
+        "method": cfg.method.name,
         "steps": step,
-        "completed": step >= int(cfg.train.steps),
+        "completed": step >= cfg.train.steps,
         "stopped_by": stopped_by,
         "device": str(learner.device),
         "world_size": world_size,
@@ -62,7 +62,7 @@ def run_metrics(
     }
 
 
-def write_run_summary(cfg: DictConfig, run_dir: Path, learner: Learner, metrics: dict[str, Any], history: list[dict[str, float]]) -> None:
+def write_run_summary(cfg: CiperConfig, run_dir: Path, learner: Learner, metrics: dict[str, Any], history: list[dict[str, float]]) -> None:
     """Evaluate a completed run (when ``train.evaluate``) into ``metrics["eval"]``, then
     write ``metrics.json`` and ``loss_history.json``; rank 0 only."""
     if metrics["completed"] and cfg.train.evaluate:

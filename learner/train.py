@@ -27,6 +27,8 @@ from omegaconf import DictConfig
 
 import envs
 from agent.view_pairs import ViewPairs
+from conf.schema import CiperConfig
+from conf.typed import typed_config
 from learner.augment import (
     ViewAugmentation,
     augmentation_spec,
@@ -98,20 +100,20 @@ class Learner:
     """Model, optimiser, schedule and augmentation, and the one step they take together."""
 
     def __init__(
-        self, cfg: DictConfig, action_dim: int, device: torch.device, context: DistributedContext | None = None
+        self, cfg: CiperConfig, action_dim: int, device: torch.device, context: DistributedContext | None = None
     ) -> None:
         self.cfg = cfg
         self.device = device
         self.context = context or DistributedContext()
-        action_names = [d.name for d in envs.world_module(str(cfg.env.id)).action_dims(str(cfg.env.action_set))]
-        spec = augmentation_spec(cfg.method, action_names, str(cfg.env.action_set))
+        world = envs.world_module(cfg.env.id)
+        action_names = [d.name for d in world.action_dims(cfg.env.action_set)]
+        spec = augmentation_spec(cfg.method, action_names, cfg.env.action_set)
         # Seeded apart from the model and the pairs; its state goes into every checkpoint.
-        self.augment = None if spec is None else ViewAugmentation(spec, int(cfg.env.image_size), int(cfg.train.seed) + 1)
+        self.augment = None if spec is None else ViewAugmentation(spec, cfg.env.image_size, cfg.train.seed + 1)
         # The prediction target: the relative action, then the relative augmentation parameters.
         self.action_dim = action_dim  # the first target columns; the augmentation's follow
         self.target_dim = action_dim + (0 if spec is None else len(spec.parameter_names))
-        world = envs.world_module(str(cfg.env.id))
-        self.target_names = [*world.relative_action_names(str(cfg.env.action_set)),
+        self.target_names = [*world.relative_action_names(cfg.env.action_set),
                              *(f"delta_{n}" for n in (spec.parameter_names if spec else ()))]  # fmt: skip
         from learner.evaluation import SHORTCUT_PAIRS
 
@@ -127,10 +129,10 @@ class Learner:
         # foreach (multi-tensor update kernels) is PyTorch's default only on CUDA; on CPU it
         # made the small encoder's step ~5% faster (README "Performance").
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=float(cfg.optim.lr), weight_decay=float(cfg.optim.weight_decay), foreach=True
+            self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, foreach=True
         )
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(int(cfg.optim.warmup_steps), int(cfg.train.steps))
+            self.optimizer, warmup_cosine(cfg.optim.warmup_steps, cfg.train.steps)
         )
         forward: torch.nn.Module = self.model
         if self.context.is_distributed:
@@ -182,9 +184,9 @@ class Learner:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None):
             out = self.forward(images[:n], images[n:])
             losses = method_losses(
-                str(self.cfg.method.name), out, target, self.model,
-                temperature=float(self.cfg.method.temperature),
-                prediction_weight=float(self.cfg.method.prediction_weight),
+                self.cfg.method.name, out, target, self.model,
+                temperature=self.cfg.method.temperature,
+                prediction_weight=self.cfg.method.prediction_weight,
                 gather=gather_with_grad if self.context.is_distributed else None,
                 offset=self.context.rank * n,
             )  # fmt: skip
@@ -218,7 +220,7 @@ class StepCallback(Protocol):
 
 
 def train(
-    cfg: DictConfig,
+    cfg: CiperConfig | DictConfig,
     run_dir: Path,
     policy_factory: Callable | None = None,
     callbacks: Sequence[StepCallback] = (),
@@ -230,9 +232,9 @@ def train(
     ``policy_factory`` builds the observer policy inside each collector process (None: the
     configured built-in policy); ``callbacks`` run after every step.
     """
-    run_dir = Path(run_dir)
-    context, device = _process_device(str(cfg.train.device))
-    seed = int(cfg.train.seed)
+    cfg, run_dir = typed_config(cfg), Path(run_dir)
+    context, device = _process_device(cfg.train.device)
+    seed = cfg.train.seed
     torch.manual_seed(seed)  # model initialisation; data and augmentation have own generators
     # Each rank draws its own pairs (and runs its own collectors) from its own seed.
     source: PairSource = make_pair_source(cfg, seed + 1000 * context.rank, policy_factory)
@@ -245,7 +247,7 @@ def train(
         step, history = checkpoint.resume(learner, source)
         clock, stopped_by = RunClock(), None
         with stop_on_signals() as stop, TrainingLog(cfg, run_dir, context, first_step=step) as training_log:
-            while step < int(cfg.train.steps) and stopped_by is None:
+            while step < cfg.train.steps and stopped_by is None:
                 clock.start_step()
                 pairs = source.next_pairs()
                 clock.data_ready()
@@ -260,9 +262,9 @@ def train(
                 for callback in callbacks:
                     callback.on_step(step, learner, pairs)
                 training_log.after_step(step, losses, learner.schedule, source, clock)
-                if step % int(cfg.train.checkpoint_every) == 0:
+                if step % cfg.train.checkpoint_every == 0:
                     checkpoint.save(learner, source, step, history)
-                stopped_by = _stop_reason(stop["signal"], signalled, clock.steps, cfg.train.get("stop_after"))
+                stopped_by = _stop_reason(stop["signal"], signalled, clock.steps, cfg.train.stop_after)
         checkpoint.save(learner, source, step, history)
         metrics = run_metrics(cfg, learner, source, step=step, history=history, clock=clock,
                               initial_encoder=initial_encoder, stopped_by=stopped_by, checkpoint_path=checkpoint.path)  # fmt: skip
@@ -298,9 +300,9 @@ def _agree_across_ranks(
     return finite, signalled
 
 
-def _stop_reason(signal_name: str | None, signalled: bool, steps_this_run: int, stop_after: Any) -> str | None:
+def _stop_reason(signal_name: str | None, signalled: bool, steps_this_run: int, stop_after: int | None) -> str | None:
     """Why the run stops before ``train.steps`` (None: it goes on): the signal's name, or
     ``train.stop_after`` once this process has taken that many steps."""
-    if not (signalled or (stop_after is not None and steps_this_run >= int(stop_after))):
+    if not (signalled or (stop_after is not None and steps_this_run >= stop_after)):
         return None
     return signal_name or ("signal" if signalled else f"train.stop_after={stop_after}")

@@ -21,12 +21,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from agent.atomic_files import write_json_atomic
 from agent.shards import read_manifest
 from conf.app import hydra_app, overridden_keys, rerun_command
 from conf.app_common import key_differences, resolve_path
+from conf.schema import CiperConfig
+from conf.typed import plain_config, typed_config
 from conf.validate import ConfigError
 
 # Keys a resumed run may change freely: where and how it runs, not what it learns.
@@ -64,7 +66,7 @@ def adopt_dataset_env(cfg: DictConfig) -> None:
             cfg.env[key] = value
 
 
-def config_changes(cfg: DictConfig, run_dir: Path) -> list[str]:
+def config_changes(cfg: CiperConfig | DictConfig, run_dir: Path) -> list[str]:
     """``key: checkpoint -> now`` for every setting that differs from the checkpoint's."""
     from learner.checkpoint import load_checkpoint
 
@@ -74,7 +76,7 @@ def config_changes(cfg: DictConfig, run_dir: Path) -> list[str]:
         raise ConfigError(f"train.resume=true: {error}; use another hydra.run.dir or train.resume=false") from error
     if saved is None:
         return []
-    current: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    current = plain_config(cfg)
     return [
         change for change in key_differences(saved, current)
         if not change.split(":", 1)[0].startswith(tuple(f"{k}." for k in RESUME_FREE_KEYS) + RESUME_FREE_KEYS)
@@ -96,7 +98,7 @@ def check_run(cfg: DictConfig) -> None:
         )
 
 
-def record_changes(cfg: DictConfig, run_dir: Path) -> None:
+def record_changes(cfg: CiperConfig, run_dir: Path) -> None:
     """Append this resume's setting changes to ``config_changes.json`` (allow_changes)."""
     if not (cfg.train.resume and cfg.train.allow_changes and checkpoint_path(run_dir).exists()):
         return
@@ -108,7 +110,7 @@ def record_changes(cfg: DictConfig, run_dir: Path) -> None:
         print(f"resuming with changed settings (train.allow_changes=true): {'; '.join(changes)}", file=sys.stderr)
 
 
-def finished_metrics(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+def finished_metrics(cfg: CiperConfig, run_dir: Path) -> dict[str, Any] | None:
     """The kept metrics of a run in ``run_dir`` that already trained ``train.steps`` steps."""
     path = run_dir / "metrics.json"
     if not (cfg.train.resume and path.is_file() and checkpoint_path(run_dir).exists()):
@@ -117,8 +119,9 @@ def finished_metrics(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     return metrics if metrics.get("completed") and metrics.get("steps", 0) >= cfg.train.steps else None
 
 
-def run(cfg: DictConfig) -> None:
+def run(cfg: CiperConfig | DictConfig) -> None:
     """Train as configured; print what was learned; files go to the run folder."""
+    cfg = typed_config(cfg)
     # torch loads only once the config is known to be good: a refused command answers at once.
     from learner.train import print_summary, train
 

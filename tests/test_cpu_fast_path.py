@@ -69,13 +69,13 @@ def test_channels_last_and_contiguous_give_the_same_step_on_cpu(make_config, aug
 
 def _learner(cfg) -> Learner:
     torch.manual_seed(0)  # same initial weights for every learner built here
-    return Learner(cfg, relative_action_dim(cfg.env), select_device(str(cfg.train.device)))
+    return Learner(cfg, relative_action_dim(cfg.env), select_device(cfg.train.device))
 
 
 def _pairs(cfg):
     from agent.view_pairs import ViewPairs
 
-    n, size = int(cfg.train.batch_size), int(cfg.env.image_size)
+    n, size = cfg.train.batch_size, cfg.env.image_size
     action_dim = relative_action_dim(cfg.env)
     rng = np.random.default_rng(0)
     views = rng.integers(0, 256, size=(2, n, size, size, 3), dtype=np.uint8)

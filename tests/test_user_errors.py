@@ -97,6 +97,20 @@ def test_env_action_set_defaults_to_the_envs_own(make_config, env_id):
     assert EnvConfig(id=env_id).action_set == own
 
 
+def test_typed_config_is_the_schema_dataclass_and_stores_as_the_composed_one(make_config):
+    from omegaconf import OmegaConf
+
+    from conf.schema import CiperConfig
+    from conf.typed import plain_config, typed_config
+
+    cfg = make_config("method=simclr", "env.image_size=32")
+    typed = typed_config(cfg)
+    assert isinstance(typed, CiperConfig) and typed_config(typed) is typed
+    assert typed.env.image_size == 32 and typed.method.time_offset == 0 and isinstance(typed.method.jitter, list)
+    # checkpoints and dataset headers store plain_config: the same as before the conversion
+    assert plain_config(typed) == OmegaConf.to_container(cfg, resolve=True) == plain_config(cfg)
+
+
 def test_run_folder_is_named_after_the_script_and_its_config_is_resolved(tmp_path):
     done = run_script("ciper-view", *QUICK_VIEW, "view.video_format=mp4", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
