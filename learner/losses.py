@@ -54,29 +54,14 @@ def nt_xent(
     Returns:
         Scalar tensor: the mean over the 2N local anchors.
     """
-    if z_a.ndim != 2 or z_a.shape != z_b.shape:
-        raise ValueError(
-            f"z_a.shape={tuple(z_a.shape)}, z_b.shape={tuple(z_b.shape)}: "
-            "expected two (N, D) tensors of the same shape"
-        )
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature={temperature}: expected a finite value > 0")
+    _check_projections(z_a, z_b, temperature, gathered=gather is not None)
     n = z_a.shape[0]
-    if gather is None and n < 2:
-        raise ValueError(f"N={n} pairs: NT-Xent needs N >= 2 so that every anchor has negatives")
-
     z_a = F.normalize(z_a, dim=1)  # (N, D)
     z_b = F.normalize(z_b, dim=1)  # (N, D)
     all_a = z_a if gather is None else gather(z_a)  # (M, D)
     all_b = z_b if gather is None else gather(z_b)  # (M, D)
+    _check_gathered(all_a, all_b, n, offset)
     m = all_a.shape[0]
-    if all_b.shape != all_a.shape or m < 2:
-        raise ValueError(
-            f"gathered shapes {tuple(all_a.shape)}, {tuple(all_b.shape)}: expected two equal "
-            "(M, D) tensors with M >= 2"
-        )
-    if not 0 <= offset <= m - n:
-        raise ValueError(f"offset={offset}: expected 0 <= offset <= M - N = {m - n}")
 
     anchors = torch.cat([z_a, z_b])  # (2N, D)
     candidates = torch.cat([all_a, all_b])  # (2M, D)
@@ -89,6 +74,29 @@ def nt_xent(
     is_self = torch.zeros_like(logits, dtype=torch.bool)  # (2N, 2M)
     is_self[torch.arange(2 * n, device=logits.device), self_index] = True
     return F.cross_entropy(logits.masked_fill(is_self, float("-inf")), positive_index)
+
+
+def _check_projections(z_a: Tensor, z_b: Tensor, temperature: float, gathered: bool) -> None:
+    if z_a.ndim != 2 or z_a.shape != z_b.shape:
+        raise ValueError(
+            f"z_a.shape={tuple(z_a.shape)}, z_b.shape={tuple(z_b.shape)}: "
+            "expected two (N, D) tensors of the same shape"
+        )
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature={temperature}: expected a finite value > 0")
+    if not gathered and z_a.shape[0] < 2:
+        raise ValueError(f"N={z_a.shape[0]} pairs: NT-Xent needs N >= 2 so that every anchor has negatives")
+
+
+def _check_gathered(all_a: Tensor, all_b: Tensor, n: int, offset: int) -> None:
+    m = all_a.shape[0]
+    if all_b.shape != all_a.shape or m < 2:
+        raise ValueError(
+            f"gathered shapes {tuple(all_a.shape)}, {tuple(all_b.shape)}: expected two equal "
+            "(M, D) tensors with M >= 2"
+        )
+    if not 0 <= offset <= m - n:
+        raise ValueError(f"offset={offset}: expected 0 <= offset <= M - N = {m - n}")
 
 
 def action_prediction_loss(predicted: Tensor, target_normalised: Tensor) -> Tensor:

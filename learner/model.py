@@ -182,23 +182,27 @@ def method_losses(
     if spec.needs_predictor:
         if "action_pred" not in out or model.action_normalizer is None:
             raise ValueError(f"method={method!r} needs action_pred: model has no predictor")
-        # In float32 even under bf16 autocast: the target and its running statistics need
-        # more than bf16's three significant digits.
-        raw = relative_action_target.float()
-        target = model.action_normalizer(raw)
-        predicted = out["action_pred"].float()
-        discrete = model.discrete_columns
-        if discrete is None or not bool(discrete.any()):
-            losses["prediction"] = action_prediction_loss(predicted, target)
-        else:  # two-valued columns (a flip happened or not) are classified, not regressed
-            continuous = ~discrete
-            losses["prediction"] = binary_action_loss(predicted[:, discrete], raw[:, discrete])
-            if bool(continuous.any()):
-                losses["prediction"] = losses["prediction"] + action_prediction_loss(
-                    predicted[:, continuous], target[:, continuous]
-                )
+        losses["prediction"] = _prediction_loss(out["action_pred"], relative_action_target, model)
     if "contrastive" in losses and "prediction" in losses:
         losses["loss"] = losses["contrastive"] + prediction_weight * losses["prediction"]
     else:
         (losses["loss"],) = losses.values()
     return losses
+
+
+def _prediction_loss(action_pred: Tensor, relative_action_target: Tensor, model: CiperModel) -> Tensor:
+    """CIPER's predictive term: MSE on the normalised continuous columns, cross entropy on
+    the two-valued ones (a flip happened or not), which are classified, not regressed."""
+    # In float32 even under bf16 autocast: the target and its running statistics need
+    # more than bf16's three significant digits.
+    raw = relative_action_target.float()
+    target = model.action_normalizer(raw)
+    predicted = action_pred.float()
+    discrete = model.discrete_columns
+    if discrete is None or not bool(discrete.any()):
+        return action_prediction_loss(predicted, target)
+    continuous = ~discrete
+    loss = binary_action_loss(predicted[:, discrete], raw[:, discrete])
+    if bool(continuous.any()):
+        loss = loss + action_prediction_loss(predicted[:, continuous], target[:, continuous])
+    return loss

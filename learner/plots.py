@@ -15,6 +15,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 PathLike = str | Path
@@ -53,15 +54,7 @@ def embedding_plot(
     otherwise.
     """
     points = np.asarray(points_2d, dtype=np.float64)
-    if points.ndim != 2 or points.shape[1] != 2:
-        raise ValueError(f"points_2d.shape={points.shape}: expected (N, 2)")
-    if not colour_by:
-        raise ValueError("colour_by={}: expected at least one colouring")
-    for name, values in colour_by.items():
-        if np.asarray(values).shape != (points.shape[0],):
-            raise ValueError(
-                f"colour_by[{name!r}].shape={np.asarray(values).shape}: expected ({points.shape[0]},)"
-            )
+    _check_embedding(points, colour_by)
     cyclic_names = set(cyclic)
     n_panels = len(colour_by)
     fig = Figure(figsize=(4.5 * n_panels, 4.2), layout="constrained")
@@ -69,15 +62,7 @@ def embedding_plot(
     for ax, (name, raw) in zip(axes, colour_by.items(), strict=True):
         values = np.asarray(raw)
         if _is_categorical(values):
-            categories, codes = np.unique(values, return_inverse=True)
-            palette = matplotlib.colormaps["tab20"]
-            colours = palette(codes.reshape(-1) % palette.N)
-            ax.scatter(points[:, 0], points[:, 1], c=colours, s=point_size, linewidths=0)
-            if len(categories) <= 12:
-                for code, category in enumerate(categories):
-                    ax.scatter([], [], color=palette(code % palette.N), label=str(category), s=20)
-                # Beside the panel, never over the points.
-                ax.legend(fontsize=7, markerscale=1.0, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+            _scatter_categories(ax, points, values, point_size)
         else:
             cmap = "twilight" if name in cyclic_names else "viridis"
             artist = ax.scatter(
@@ -100,6 +85,31 @@ def embedding_plot(
     out = _prepare(path)
     fig.savefig(out, dpi=110)
     return out
+
+
+def _check_embedding(points: np.ndarray, colour_by: Mapping[str, np.ndarray]) -> None:
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f"points_2d.shape={points.shape}: expected (N, 2)")
+    if not colour_by:
+        raise ValueError("colour_by={}: expected at least one colouring")
+    for name, values in colour_by.items():
+        if np.asarray(values).shape != (points.shape[0],):
+            raise ValueError(
+                f"colour_by[{name!r}].shape={np.asarray(values).shape}: expected ({points.shape[0]},)"
+            )
+
+
+def _scatter_categories(ax: Axes, points: np.ndarray, values: np.ndarray, point_size: float) -> None:
+    """tab20 colours per category, and a legend beside the panel for at most 12 of them."""
+    categories, codes = np.unique(values, return_inverse=True)
+    palette = matplotlib.colormaps["tab20"]
+    colours = palette(codes.reshape(-1) % palette.N)
+    ax.scatter(points[:, 0], points[:, 1], c=colours, s=point_size, linewidths=0)
+    if len(categories) <= 12:
+        for code, category in enumerate(categories):
+            ax.scatter([], [], color=palette(code % palette.N), label=str(category), s=20)
+        # Beside the panel, never over the points.
+        ax.legend(fontsize=7, markerscale=1.0, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
 
 
 def loss_curves(
