@@ -1,8 +1,13 @@
-"""Shared fixtures: composed configs and a small saved dataset."""
+"""Shared fixtures: composed configs, a small saved dataset, and Ctrl-C on a console script."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -36,3 +41,30 @@ def tiny_dataset(tmp_path_factory):
     )
     rollout(cfg)
     return root
+
+
+def interrupt_when_ready(
+    command: Sequence[str], ready: Callable[[], bool], wait_s: float, cwd: Path | None = None
+) -> tuple[subprocess.CompletedProcess, bool]:
+    """Start ``command`` in its own process group, wait until ``ready()`` (at most ``wait_s``
+    seconds, or until it exits), then send SIGINT to the whole group, as Ctrl-C in a terminal
+    does. Returns the finished process and whether ``ready()`` came true first."""
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + wait_s
+        while not (was_ready := ready()) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.killpg(process.pid, signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return subprocess.CompletedProcess(list(command), process.returncode, stdout, stderr), was_ready
+
+
+@pytest.fixture
+def interrupt():
+    """``interrupt(command, ready, wait_s, cwd=None)``: see `interrupt_when_ready`."""
+    return interrupt_when_ready

@@ -146,20 +146,11 @@ def test_a_rerun_never_shrinks_the_dataset_and_a_complete_one_is_not_written(tmp
 
 
 @pytest.mark.slow
-def test_ctrl_c_keeps_complete_shards_says_so_in_one_line_and_workers_stay_quiet(tmp_path):
+def test_ctrl_c_keeps_complete_shards_says_so_in_one_line_and_workers_stay_quiet(tmp_path, interrupt):
     dataset = tmp_path / "data"
     command = rollout_command(dataset, tmp_path / "run", "collector.vectorization=async")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not (dataset / "shard_00000").is_dir() and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.01)
-        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole process group
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    process, _ = interrupt(command, ready=(dataset / "shard_00000").is_dir, wait_s=60)
+    stderr = process.stderr
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     line = stderr.strip().splitlines()[-1]

@@ -10,11 +10,8 @@ process group, collectors included) ends with the line that resumes the run.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -78,23 +75,13 @@ def test_offline_reruns_keep_finished_metrics_and_refuse_changed_settings_untouc
 
 
 @pytest.mark.slow
-def test_ctrl_c_on_online_training_checkpoints_and_prints_the_resume_line(tmp_path):
+def test_ctrl_c_on_online_training_checkpoints_and_prints_the_resume_line(tmp_path, interrupt):
     run_dir = tmp_path / "run"
     command = train_command(run_dir, "env.image_size=32", "train.steps=100000", "train.checkpoint_every=2",
                             "buffer.warmup_views=64", "collector.num_envs=1")  # fmt: skip
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 180
-        while not (run_dir / "checkpoints" / "last.pt").exists():
-            assert process.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.05)
-        os.killpg(process.pid, signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    process, checkpointed = interrupt(command, ready=(run_dir / "checkpoints" / "last.pt").exists, wait_s=180, cwd=REPO)
+    stderr = process.stderr
+    assert checkpointed, "no checkpoint appeared"
     assert process.returncode == 0, stderr
     assert "Traceback" not in stderr and "restarting" not in stderr
     line = stderr.strip().splitlines()[-1]
