@@ -6,12 +6,10 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env
 
 import envs
 from envs.quaternions import quat_from_rotvec, quat_multiply
 from envs.scene_state import (
-    ACTION_SETS,
     STATE_DIM,
     relative_change,
 )
@@ -22,44 +20,6 @@ SIZE = 32
 def make(**kwargs):
     kwargs.setdefault("image_size", SIZE)
     return gym.make(envs.OBJECT_VIEW_ID, **kwargs)
-
-
-@pytest.mark.parametrize("action_set", sorted(ACTION_SETS))
-def test_check_env_passes_without_warnings(action_set):
-    env = make(action_set=action_set)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        check_env(env.unwrapped)
-    assert [str(w.message) for w in caught] == []
-    env.close()
-
-
-def rollout(seed, steps=100, action_set="full"):
-    env = make(action_set=action_set)
-    env.action_space.seed(seed)
-    obs, info = env.reset(seed=seed)
-    frames, infos = [obs], [info]
-    for _ in range(steps):
-        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
-        assert reward == 0.0 and not terminated
-        frames.append(obs)
-        infos.append(info)
-        if truncated:
-            obs, info = env.reset()
-    env.close()
-    return np.stack(frames), infos
-
-
-def test_same_seed_same_rollout_different_seed_different():
-    frames_a, infos_a = rollout(seed=7)
-    frames_b, infos_b = rollout(seed=7)
-    frames_c, _ = rollout(seed=8)
-    np.testing.assert_array_equal(frames_a, frames_b)
-    for ia, ib in zip(infos_a, infos_b, strict=True):
-        assert ia["object_id"] == ib["object_id"] and ia["step"] == ib["step"]
-        np.testing.assert_array_equal(ia["state"], ib["state"])
-        np.testing.assert_array_equal(ia["applied_action"], ib["applied_action"])
-    assert not np.array_equal(frames_a, frames_c)
 
 
 def test_azimuth_step_and_its_inverse_return_the_same_image():
@@ -163,17 +123,6 @@ def test_user_catalogue_with_own_mesh(tmp_path):
     env = make(catalog=str(catalog), observe=("rgb", "mask"))
     obs, info = env.reset(seed=0)
     assert info["object_id"] == "tetra" and obs["mask"].any()
-
-
-def test_render_modes():
-    env = make(render_mode="rgb_array", render_size=96)
-    env.reset(seed=0)
-    frame = env.render()
-    assert frame.shape == (96, 96, 3) and frame.dtype == np.uint8
-    human = make(render_mode="human")
-    human.reset(seed=0)
-    human.step(human.action_space.sample())
-    human.close()
 
 
 def test_pickling_round_trip_keeps_the_view():
