@@ -85,7 +85,9 @@ def _check_projections(z_a: Tensor, z_b: Tensor, temperature: float, gathered: b
     if not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature={temperature}: expected a finite value > 0")
     if not gathered and z_a.shape[0] < 2:
-        raise ValueError(f"N={z_a.shape[0]} pairs: NT-Xent needs N >= 2 so that every anchor has negatives")
+        raise ValueError(
+            f"N={z_a.shape[0]} pairs: NT-Xent needs N >= 2 so that every anchor has negatives"
+        )
 
 
 def _check_gathered(all_a: Tensor, all_b: Tensor, n: int, offset: int) -> None:
