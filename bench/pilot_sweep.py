@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -53,7 +54,7 @@ def parse_setting(text: str) -> tuple[str, list[str]]:
     name, _, body = text.partition(":")
     if not name or not body:
         raise SystemExit(f"--setting {text!r}: expected name:key=value,key=value")
-    return name, [item for item in body.split(",") if item]
+    return name, [item for item in re.split(r",(?![^\[]*\])", body) if item]  # commas inside [...] stay
 
 
 def image_size_of(overrides: list[str], default: int) -> int:
