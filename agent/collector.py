@@ -38,8 +38,8 @@ VECTORIZATIONS = ("async", "sync")
 def env_kwargs(env_cfg: Any) -> dict[str, Any]:
     """Constructor arguments of the env described by a ``conf.schema.EnvConfig``-like object."""
     kwargs = dict(
-        action_set=env_cfg.action_set, image_size=int(env_cfg.image_size), split=env_cfg.split,
-        catalog=env_cfg.catalog, episode_steps=int(env_cfg.episode_steps), nuisance=env_cfg.nuisance,
+        action_set=env_cfg.action_set, image_size=env_cfg.image_size, split=env_cfg.split,
+        catalog=env_cfg.catalog, episode_steps=env_cfg.episode_steps, nuisance=env_cfg.nuisance,
     )  # fmt: skip
     if env_cfg.id == envs.OBJECT_VIEW_ID:  # the image world has no 3D renderer to choose
         kwargs["renderer"] = env_cfg.renderer

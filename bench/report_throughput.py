@@ -124,7 +124,7 @@ def seconds_per_step(images_per_s: float, batch_size: int) -> float:
 
 def preset_table(preset: str, cfg: DictConfig, rates: dict[str, dict[str, float]]) -> list[str]:
     """The markdown table of one preset: every method's measurements against its pure step."""
-    batch, size = int(cfg.report.batch_size), int(bench_image_size(cfg))
+    batch, size = cfg.report.batch_size, int(bench_image_size(cfg))
     lines = [f"### report={preset}: {size}x{size} views, batch {batch} pairs, encoder {cfg.report.encoder}", "",
              "| method | measurement | images/s | s/step | ratio to pure step |",
              "|---|---|---:|---:|---:|"]  # fmt: skip
@@ -193,8 +193,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for preset in args.presets:
         cfg, rates = preset_rates(preset, args.methods, args)
         print("\n".join(["", *preset_table(preset, cfg, rates), *preset_notes(cfg, rates)]), flush=True)
-        results[preset] = {"images_per_s": rates, "batch_size": int(cfg.report.batch_size),
-                           "report_steps": int(cfg.report.steps)}  # fmt: skip
+        results[preset] = {"images_per_s": rates, "batch_size": cfg.report.batch_size,
+                           "report_steps": cfg.report.steps}  # fmt: skip
     payload = {**facts, "steps": args.steps, "rounds": args.rounds, "presets": results}
     print(json.dumps(payload))
     return payload

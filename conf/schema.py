@@ -74,7 +74,7 @@ class CollectorConfig:
 @dataclass
 class BufferConfig:
     capacity: int = 20000  # views held in the replay buffer (uint8)
-    max_offset: int = 1  # pairs are at most this many steps apart (>=1)
+    max_offset: int = 1  # the largest pair offset the buffer can serve (its back-reference table); method.time_offset sets the pairs' offset and raises this to it
     min_offset: int = 1  # and at least this many (0 allows identical views)
     warmup_views: int = 512  # views collected before the learner starts
 
@@ -96,6 +96,10 @@ class ModelConfig:
     proj_hidden: int = 2048  # projection head hidden width
     proj_dim: int = 128  # projection head output
     pred_hidden: int = 1024  # prediction head hidden width
+
+
+# simclr_tt's pair offset (steps between its two views): the method preset's and the report's.
+SIMCLR_TT_OFFSET = 4
 
 
 @dataclass
@@ -164,7 +168,7 @@ class ReportConfig:
     encoder: str = "small"  # encoder of every run
     mode: str = "offline"  # offline: all methods read one shared dataset (same data, fair)
     dataset_steps: int = 6144  # transitions in the shared dataset
-    simclr_tt_offset: int = 4  # k of simclr_tt
+    simclr_tt_offset: int = SIMCLR_TT_OFFSET  # k of simclr_tt
     simclr_offset: int = 0  # simclr's pairs: 0 = two augmentations of one view; 1 where the env's actions are the augmentations (static images)
     overrides: list[str] = field(default_factory=list)  # key=value overrides of every run (e.g. eval budget), before the user's
 
@@ -211,7 +215,7 @@ GROUP_OPTIONS: dict[str, dict[str, Any]] = {
     "method": {
         "ciper": MethodConfig(name="ciper"),
         "simclr": MethodConfig(name="simclr", time_offset=0),
-        "simclr_tt": MethodConfig(name="simclr_tt", time_offset=4),
+        "simclr_tt": MethodConfig(name="simclr_tt", time_offset=SIMCLR_TT_OFFSET),
         "predict": MethodConfig(name="predict"),
     },
     "policy": {
@@ -225,9 +229,10 @@ GROUP_OPTIONS: dict[str, dict[str, Any]] = {
         "ray": CollectorConfig(kind="ray"),
     },
     "report": {
-        # Sized for ~15 min on 2 CPU cores (12 runs + dataset + 16 evaluations): 32x32 views
-        # make a step ~5x cheaper than 64x64, which buys 150 steps per run instead of ~40.
-        "quick": ReportConfig(steps=300, dataset_steps=4096, overrides=["env.image_size=32", "eval.views_per_object=16"]),
+        # The <= 10 min smoke test of the report code on 2 CPU cores (12 runs + dataset + 19
+        # evaluations): 32x32 views, 300 steps, probes on 120 + 120 objects x 16 views.
+        "quick": ReportConfig(steps=300, dataset_steps=4096, overrides=[
+            "env.image_size=32", "eval.views_per_object=16", "eval.objects_limit=120"]),
         "paper": ReportConfig(steps=20000, batch_size=256, encoder="resnet18", dataset_steps=200000),
         # Issue 10's presets, each <= 90 min on 2 idle CPU cores; budget from the measured pilot
         # (docs/pilot_sweep.md), time estimate in the README. Static images: digits under the

@@ -139,6 +139,12 @@ def _check_consistency(cfg: DictConfig) -> None:
         raise ConfigError(
             f"buffer.min_offset={cfg.buffer.min_offset}: expected <= buffer.max_offset={cfg.buffer.max_offset}"
         )
+    lead, warmup = cfg.collector.lead_views, cfg.buffer.warmup_views
+    if lead is not None and lead < warmup:
+        raise ConfigError(
+            f"collector.lead_views={lead}: expected >= buffer.warmup_views={warmup} (collectors paused below the "
+            "warm-up would never let the learner start), or null for no rate limit"
+        )
     if cfg.train.dataset is not None and cfg.train.mode != "offline":
         raise ConfigError(
             f"train.dataset={cfg.train.dataset}: given with train.mode={cfg.train.mode}, which does not read it; "

@@ -340,7 +340,7 @@ def untrained_model(cfg: Any) -> nn.Module:
     from learner.checkpoint import architecture_of, model_from_architecture
     from learner.pair_sources import relative_action_dim
 
-    torch.manual_seed(int(cfg.train.seed))
+    torch.manual_seed(cfg.train.seed)
     return model_from_architecture(architecture_of(cfg, relative_action_dim(cfg.env)))
 
 
@@ -361,12 +361,12 @@ def probe_pairs_shortcut(cfg: Any, views: ProbeViews) -> float:
     a, b = _pairs_within(views.episode, views.step, low, high)
     if a.size < 2:
         return float("nan")
-    pick = np.random.default_rng(int(cfg.eval.seed)).choice(a.size, min(SHORTCUT_PAIRS, a.size), replace=False)
+    pick = np.random.default_rng(cfg.eval.seed).choice(a.size, min(SHORTCUT_PAIRS, a.size), replace=False)
     stacked = np.concatenate([views.views[a[pick]], views.views[b[pick]]])
-    world = envs.world_module(str(cfg.env.id))
-    spec = augmentation_spec(cfg.method, [d.name for d in world.action_dims(str(cfg.env.action_set))], str(cfg.env.action_set))
+    world = envs.world_module(cfg.env.id)
+    spec = augmentation_spec(cfg.method, [d.name for d in world.action_dims(cfg.env.action_set)], cfg.env.action_set)
     if spec is not None:
-        images, _ = ViewAugmentation(spec, int(cfg.env.image_size), int(cfg.eval.seed))(to_float_images(torch.from_numpy(stacked)))
+        images, _ = ViewAugmentation(spec, cfg.env.image_size, cfg.eval.seed)(to_float_images(torch.from_numpy(stacked)))
         stacked = (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
     return shortcut_colour_top1(stacked[: pick.size], stacked[pick.size :])
 
@@ -390,7 +390,7 @@ def render_probes(env_cfg: Any, eval_cfg: Any, objects_limit: int | None = None)
     if objects_limit is None:
         objects_limit = eval_cfg.get("objects_limit") if hasattr(eval_cfg, "get") else getattr(eval_cfg, "objects_limit", None)
     return tuple(
-        render_probe_views(env_cfg, str(split), int(eval_cfg.views_per_object), int(eval_cfg.seed), objects_limit=objects_limit)
+        render_probe_views(env_cfg, str(split), eval_cfg.views_per_object, eval_cfg.seed, objects_limit=objects_limit)
         for split in (eval_cfg.train_split, eval_cfg.test_split)
     )  # type: ignore[return-value]
 
@@ -425,8 +425,8 @@ def evaluate_reference(name: str, cfg: Any, out_dir: Path | None = None) -> dict
     ``cfg.method``'s pairs."""
     train_views, test_views = render_probes(cfg.env, cfg.eval)
     encoder = untrained_model(cfg) if name == "random" else None
-    seed = int(cfg.eval.seed)
-    features = [reference_features(name, views, str(cfg.env.id), seed + k, encoder) for k, views in enumerate((train_views, test_views))]
+    seed = cfg.eval.seed
+    features = [reference_features(name, views, cfg.env.id, seed + k, encoder) for k, views in enumerate((train_views, test_views))]
     results = _evaluate_and_plot(features[0], train_views, features[1], test_views, cfg.env, cfg.eval, out_dir)
     results["shortcut_colour_top1"] = probe_pairs_shortcut(cfg, train_views)
     return results
@@ -434,11 +434,11 @@ def evaluate_reference(name: str, cfg: Any, out_dir: Path | None = None) -> dict
 
 def _evaluate_and_plot(train_x, train_views, test_x, test_views, env_cfg: Any, eval_cfg: Any, out_dir: Path | None) -> dict[str, float]:
     results = evaluate_features(
-        train_x, train_views, test_x, test_views, str(env_cfg.id), str(env_cfg.action_set),
-        probe_epochs=int(eval_cfg.probe_epochs), knn_k=int(eval_cfg.knn_k), seed=int(eval_cfg.seed),
+        train_x, train_views, test_x, test_views, env_cfg.id, env_cfg.action_set,
+        probe_epochs=eval_cfg.probe_epochs, knn_k=eval_cfg.knn_k, seed=eval_cfg.seed,
     )  # fmt: skip
     if out_dir is not None and eval_cfg.plots and test_x.shape[1] >= 2:
-        plot_test_embedding(test_x, test_views, str(env_cfg.id), str(env_cfg.action_set),
+        plot_test_embedding(test_x, test_views, env_cfg.id, env_cfg.action_set,
                             Path(out_dir) / "embedding_test_objects.png", category_names(env_cfg))  # fmt: skip
     return results
 
@@ -461,7 +461,7 @@ def main_pose_latent(state: np.ndarray, episode: np.ndarray, env_id: str, action
 
 def category_names(env_cfg: Any) -> tuple[str, ...] | None:
     """The catalogue's category names by label index (ObjectView), None elsewhere."""
-    if str(env_cfg.id) != envs.OBJECT_VIEW_ID:
+    if env_cfg.id != envs.OBJECT_VIEW_ID:
         return None
     from envs.catalog import load_catalog
 

@@ -202,7 +202,7 @@ class OnlinePairSource(_PrefetchedSource):
             vectorization=cfg.collector.vectorization,
             chunk_steps=cfg.collector.chunk_steps,
             policy_factory=policy_factory,
-            rate_limit=None if cfg.collector.lead_views is None else (self.replay_ratio, max(cfg.collector.lead_views, self.warmup_views)),
+            rate_limit=None if cfg.collector.lead_views is None else (self.replay_ratio, cfg.collector.lead_views),
             **ray_options,
         )
         self.collectors.start()

@@ -51,9 +51,6 @@ PER_SEED_REFERENCES = ("random",)
 # one took 65-110 s where a step of the static preset took ~1.1 s, i.e. 60-100 steps' time.
 EVALUATION_STEPS = 80
 # Keys the report sets itself; the same key among the user's overrides is replaced.
-_REPORT_KEYS = ("method", "train.seed", "train.steps", "train.batch_size", "model.encoder", "train.mode",
-                "train.dataset", "train.evaluate", "method.time_offset", "dataset.path", "dataset.steps")  # fmt: skip
-
 
 def passed_through(user_overrides: Sequence[str]) -> list[str]:
     """The user's overrides that go on to every run: not the report's own, Hydra's or the run folder."""
@@ -163,12 +160,12 @@ def write_views_grid(cfg: DictConfig, dataset: Path | None, path: Path) -> Path:
     """Views of the training data as a grid: one episode (object) per row, steps as columns."""
     from agent.view_app import dataset_transitions, object_labels, rollout_transitions, view_grid
 
-    rows, steps = int(cfg.view.rows), int(cfg.view.steps)
+    rows, steps = cfg.view.rows, cfg.view.steps
     if dataset is not None:
         batch = dataset_transitions(dataset, rows, rows * steps)
     else:  # online reports have no dataset: render a short rollout of the same env and policy
-        batch = rollout_transitions(cfg, rows, steps, int(cfg.view.seed))
-    grid = view_grid(batch, rows, steps, int(cfg.view.upscale), object_labels(str(cfg.env.id), cfg.env.catalog))
+        batch = rollout_transitions(cfg, rows, steps, cfg.view.seed)
+    grid = view_grid(batch, rows, steps, cfg.view.upscale, object_labels(cfg.env.id, cfg.env.catalog))
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), np.ascontiguousarray(grid[..., ::-1])):  # OpenCV writes BGR
         raise OSError(f"cv2.imwrite failed for path={str(path)!r}")

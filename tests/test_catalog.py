@@ -49,11 +49,11 @@ def _read_obj(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
     return (np.array(positions), np.array(normals), np.array(faces), np.array(face_normals))
 
 
-def test_default_catalogue_has_ten_categories_of_ten_objects(catalog: ObjectCatalog) -> None:
+def test_default_catalogue_has_twelve_categories_of_forty_objects(catalog: ObjectCatalog) -> None:
     counts = Counter(e.category for e in catalog.entries if e.category)
-    assert len(catalog.categories) >= 10
+    assert len(catalog.categories) == 12
     assert tuple(sorted(counts)) == catalog.categories
-    assert all(n >= 10 for n in counts.values()), counts
+    assert all(n == 40 for n in counts.values()), counts
     assert catalog.category_index(catalog.categories[3]) == 3
     assert catalog.category_index("") == -1
 

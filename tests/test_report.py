@@ -203,6 +203,16 @@ def test_report_end_to_end_writes_table_plots_and_resumes(tmp_path, make_config)
     assert again["per_seed"]["ciper"] == payload["per_seed"]["ciper"]
     assert again["table"].keys() == payload["table"].keys()
 
+    # bench/head_readout.py reads the trained CIPER head on held-out pairs, one R² per
+    # relative-action column, and refuses a run without a head.
+    from bench import head_readout
+
+    readout = head_readout.main([str(out / "runs" / "ciper_seed0")])["ciper_seed0"]
+    assert list(readout) == ["camera_azimuth_sin", "camera_azimuth_cos", "camera_elevation", "camera_distance"]
+    assert all(math.isfinite(v) and v <= 1 for v in readout.values()), readout
+    with pytest.raises(SystemExit, match="no prediction head"):
+        head_readout.main([str(out / "runs" / "simclr_seed0")])
+
 
 def test_a_run_folder_made_with_another_config_is_refused(tmp_path, make_config):
     from omegaconf import OmegaConf

@@ -44,6 +44,7 @@ BAD_INPUT = [
     ("ciper-train", ["train.batch_size=1"], ["train.batch_size=1", "expected an int >= 2"]),
     ("ciper-train", ["train.dataset=data/rollout"], ["train.dataset=data/rollout", "train.mode=offline"]),
     ("ciper-train", ["train.mode=offline"], ["train.mode=offline", "train.dataset=PATH"]),
+    ("ciper-train", ["collector.lead_views=100"], ["collector.lead_views=100", "expected >= buffer.warmup_views=512"]),
     ("ciper-train", ["env.image_size=0"], ["env.image_size=0", "expected an int in [16, 1024]"]),
     ("ciper-rollout", ["env.image_size=7", "dataset.path=data/x"], ["env.image_size=7", "expected an int in"]),
     ("ciper-rollout", ["env.split=tset", "dataset.path=data/x"], ["env.split='tset'", "expected one of", "train"]),
