@@ -8,9 +8,11 @@ two views (an MLP fitted on training objects). This asks the model itself: its p
 head, as trained, on pairs of consecutive views (one step apart, no learner augmentation) of
 the run's held-out probe objects (the run's own env and eval settings), scored as R² per
 action column in the head's normalised target space (the action normaliser's running
-statistics; R² does not depend on that per-column scaling). A column that the head reads
-well but the probe does not is a probe limitation; a column that neither reads is not in
-the features. Prints one table row per run, then the mean over runs.
+statistics; R² does not depend on that per-column scaling). Two-valued columns (a flip
+happened or not), which the head classifies, are scored as accuracy instead, named
+``<column> (accuracy)``. A column that the head reads well but the probe does not is a
+probe limitation; a column that neither reads is not in the features. Prints one table
+row per run, then the mean over runs.
 """
 
 from __future__ import annotations
@@ -58,7 +60,11 @@ def head_readout(run: Path) -> tuple[list[str], np.ndarray]:
         predicted = model.predictor(torch.cat([features[a], features[b]], dim=1))
         target = model.action_normalizer(raw)
     k = action.shape[1]
-    return names[:k], r2_per_column(target[:, :k].numpy(), predicted[:, :k].numpy())
+    scores = r2_per_column(target[:, :k].numpy(), predicted[:, :k].numpy())
+    discrete = np.zeros(k, dtype=bool) if model.discrete_columns is None else model.discrete_columns[:k].numpy()
+    for column in np.flatnonzero(discrete):  # logits of a 0/1 target: accuracy, not R²
+        scores[column] = float(((predicted[:, column] > 0) == (raw[:, column] > 0.5)).float().mean())
+    return [f"{n} (accuracy)" if d else n for n, d in zip(names[:k], discrete, strict=True)], scores
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
