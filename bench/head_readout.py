@@ -30,16 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.probe_views import render_probe_views  # noqa: E402
 from learner.checkpoint import load_model  # noqa: E402
-from learner.evaluation import episode_pairs, extract_features  # noqa: E402
+from learner.evaluation import extract_features, pairs_within  # noqa: E402
 from learner.metrics import r2_per_column  # noqa: E402
 from learner.pair_sources import relative_action_fn  # noqa: E402
-
-
-def consecutive_pairs(episode: np.ndarray, step: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows (a, b) of views of one episode exactly one step apart."""
-    a, b = episode_pairs(episode)
-    keep = step[b] - step[a] == 1
-    return a[keep], b[keep]
 
 
 def head_readout(run: Path) -> tuple[list[str], np.ndarray]:
@@ -51,7 +44,7 @@ def head_readout(run: Path) -> tuple[list[str], np.ndarray]:
     names = json.loads((run / "metrics.json").read_text())["prediction_target"]
     views = render_probe_views(cfg.env, cfg.eval.test_split, cfg.eval.views_per_object, cfg.eval.seed,
                                objects_limit=cfg.eval.objects_limit)  # fmt: skip
-    a, b = consecutive_pairs(views.episode, views.step)
+    a, b = pairs_within(views.episode, views.step, 1, 1)  # consecutive views
     features = torch.from_numpy(extract_features(model, views.views))
     action = relative_action_fn(cfg.env)(views.state[a], views.state[b])
     raw = torch.zeros(len(a), len(names))  # the learner's augmentation deltas are 0: none applied

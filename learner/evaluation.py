@@ -358,7 +358,7 @@ def probe_pairs_shortcut(cfg: Any, views: ProbeViews) -> float:
     from learner.pair_sources import pair_offsets
 
     low, high = pair_offsets(cfg)
-    a, b = _pairs_within(views.episode, views.step, low, high)
+    a, b = pairs_within(views.episode, views.step, low, high)
     if a.size < 2:
         return float("nan")
     pick = np.random.default_rng(cfg.eval.seed).choice(a.size, min(SHORTCUT_PAIRS, a.size), replace=False)
@@ -371,7 +371,7 @@ def probe_pairs_shortcut(cfg: Any, views: ProbeViews) -> float:
     return shortcut_colour_top1(stacked[: pick.size], stacked[pick.size :])
 
 
-def _pairs_within(episode: np.ndarray, step: np.ndarray, low: int, high: int) -> tuple[np.ndarray, np.ndarray]:
+def pairs_within(episode: np.ndarray, step: np.ndarray, low: int, high: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows (a, b) of views of one episode with ``low <= step[b] - step[a] <= high``."""
     a, b = episode_pairs(episode)
     if low == 0:  # a view paired with itself (SimCLR's two copies of one view)
