@@ -26,25 +26,13 @@ import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 from tqdm import tqdm
 
-import envs  # also registers the ids in a fresh worker process (which imports this module)
 from agent.policies import ObserverPolicy
 from agent.transitions import TransitionBatch, TransitionSink
+from envs.view_arguments import env_kwargs
 
 logger = logging.getLogger(__name__)
 
 VECTORIZATIONS = ("async", "sync")
-
-
-def env_kwargs(env_cfg: Any) -> dict[str, Any]:
-    """Constructor arguments of the env described by a ``conf.schema.EnvConfig``-like object."""
-    kwargs = dict(
-        action_set=env_cfg.action_set, image_size=env_cfg.image_size, split=env_cfg.split,
-        catalog=env_cfg.catalog, episode_steps=env_cfg.episode_steps, nuisance=env_cfg.nuisance,
-    )  # fmt: skip
-    if env_cfg.id == envs.OBJECT_VIEW_ID:  # the image world has no 3D renderer to choose
-        kwargs["renderer"] = env_cfg.renderer
-    kwargs.update(dict(env_cfg.extra or {}))
-    return kwargs
 
 
 def ignore_interrupts_in_workers() -> None:

@@ -4,7 +4,7 @@ Numpy only: this module runs in collector processes. An :class:`ErrorModel` pred
 normalised action, the squared error the learner's prediction head makes on the pair that
 action produces: ridge regression on random Fourier features (:class:`ErrorModelFitter`,
 with exponential forgetting so it follows the current head rather than its history). The
-learner (``learner.curiosity``) fits it and publishes it atomically as a plain ``.npz``
+learner (``learner.training.curiosity``) fits it and publishes it atomically as a plain ``.npz``
 (:func:`publish_error_model`; :func:`load_error_model` never unpickles). The
 :class:`CuriousPolicy` reloads that file when it changes, draws
 ``policy.curious_candidates`` uniform candidate actions per env and takes the one with the

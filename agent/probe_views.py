@@ -21,7 +21,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agent.collector import env_kwargs
+from envs.view_arguments import env_kwargs
 
 
 @dataclass(frozen=True)
@@ -163,3 +163,29 @@ def _render(
     for array in arrays.values():
         array.setflags(write=False)
     return ProbeViews(**arrays)
+
+
+def episode_pairs(episode: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (a, b) of every ordered pair of views of one episode, a earlier than b.
+
+    Assumes rows of an episode are contiguous and in step order (as rendered), so every
+    temporal offset 1..length-1 appears.
+    """
+    firsts, seconds = [], []
+    for value in np.unique(episode):
+        rows = np.flatnonzero(episode == value)
+        i, j = np.triu_indices(rows.size, 1)
+        firsts.append(rows[i])
+        seconds.append(rows[j])
+    return np.concatenate(firsts), np.concatenate(seconds)
+
+
+def pairs_within(episode: np.ndarray, step: np.ndarray, low: int, high: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (a, b) of views of one episode with ``low <= step[b] - step[a] <= high``."""
+    a, b = episode_pairs(episode)
+    if low == 0:  # a view paired with itself (SimCLR's two copies of one view)
+        rows = np.arange(len(episode))
+        a, b = np.concatenate([rows, a]), np.concatenate([rows, b])
+    offset = step[b] - step[a]
+    keep = (offset >= low) & (offset <= high)
+    return a[keep], b[keep]

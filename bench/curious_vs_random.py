@@ -33,12 +33,12 @@ from agent.curious import load_error_model, model_path_of
 from conf.compose import compose_config
 from conf.schema import CiperConfig
 from conf.typed import typed_config
-from learner.augment import normalize_images, to_float_images
-from learner.checkpoint import load_checkpoint, model_from_architecture
-from learner.curiosity import curious_training
-from learner.model import CiperModel
-from learner.normalization import IMAGE_MEAN, IMAGE_STD
-from learner.train import train
+from learner.data.images import model_input
+from learner.evaluation.evaluate import evaluate_encoder
+from learner.nets.pair_model import PairModel
+from learner.training.checkpoint import load_model
+from learner.training.curiosity import curious_training
+from learner.training.loop import train
 
 TINY = ("env.image_size=32", "model.width=8", "model.proj_hidden=128", "model.proj_dim=32",
         "model.pred_hidden=128", "train.batch_size=32", "collector.num_workers=1", "collector.num_envs=2",
@@ -68,17 +68,19 @@ def validation_pairs(cfg: CiperConfig, num_pairs: int, seed: int) -> dict[str, n
 
 
 @torch.no_grad()
-def prediction_r2(model: CiperModel, pairs: dict[str, np.ndarray]) -> list[float]:
+def prediction_r2(model: PairModel, pairs: dict[str, np.ndarray]) -> list[float]:
     """The head's R^2 per action column, predictions mapped back to raw units through the
     model's own running normaliser statistics."""
     model.eval()
     n = len(pairs["target"])
     views = torch.from_numpy(np.concatenate([pairs["view_a"], pairs["view_b"]]))
-    images = normalize_images(to_float_images(views), IMAGE_MEAN, IMAGE_STD)
-    out = model(images[:n], images[n:])
-    norm = model.action_normalizer.norm
-    raw = out["action_pred"] * torch.sqrt(norm.running_var + norm.eps) + norm.running_mean
+    features = model.encode(model_input(views))
+    prediction = model.method.prediction  # learner.methods.action_prediction.ActionPrediction
+    norm = prediction.normalizer.norm
+    predicted = prediction.head(torch.cat([features[:n], features[n:]], dim=1))
+    raw = predicted * torch.sqrt(norm.running_var + norm.eps) + norm.running_mean
     target = torch.from_numpy(pairs["target"]).double()
+    raw = raw[:, : target.shape[1]]  # the action's columns (the augmentation's follow)
     residual = ((raw.double() - target) ** 2).mean(0)
     variance = target.var(0, unbiased=False).clamp_min(1e-12)
     return [float(r) for r in 1.0 - residual / variance]
@@ -113,15 +115,13 @@ def run_one(policy: str, seed: int, steps: int, overrides: list[str], root: Path
     cfg = typed_config(compose_config(overrides, run_dir=run_dir))
     factory, callbacks = None, []
     if policy == "curious":
-        factory, callback = curious_training(cfg, run_dir)
+        factory, callback = curious_training(cfg, envs.world_module(cfg.env.id), run_dir)
         callbacks = [callback]
     started = time.perf_counter()
     metrics = train(cfg, run_dir, policy_factory=factory, callbacks=callbacks)
     train_s = time.perf_counter() - started
     history = json.loads((run_dir / "loss_history.json").read_text())
-    payload = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    model = model_from_architecture(payload["architecture"])
-    model.load_state_dict(payload["model"])
+    model, _ = load_model(run_dir / "checkpoints" / "last.pt")
     result: dict[str, Any] = {
         "policy": policy, "seed": seed, "steps": metrics["steps"], "train_s": round(train_s, 1),
         "prediction_loss_windows": window_means(history, "prediction"),
@@ -129,9 +129,7 @@ def run_one(policy: str, seed: int, steps: int, overrides: list[str], root: Path
         "val_prediction_r2_columns": prediction_r2(model, val),
     }  # fmt: skip
     if evaluate:
-        from learner.evaluation import evaluate_encoder
-
-        scores = evaluate_encoder(model, cfg.env, cfg.eval, "cpu")
+        scores = evaluate_encoder(model, envs.world_module(cfg.env.id), cfg.env, cfg.eval, "cpu")
         result.update({f"eval_{k}": scores[k] for k in ("relative_pose_r2", "absolute_pose_r2", "category_top1_linear")})
     if policy == "curious":
         result["error_landscape"] = error_landscape(run_dir, len(envs.world_module(cfg.env.id).action_dims(cfg.env.action_set)))

@@ -28,33 +28,35 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.probe_views import render_probe_views  # noqa: E402
-from learner.checkpoint import load_model  # noqa: E402
-from learner.evaluation import extract_features, pairs_within  # noqa: E402
-from learner.metrics import r2_per_column  # noqa: E402
-from learner.pair_sources import relative_action_fn  # noqa: E402
+import envs  # noqa: E402
+from agent.probe_views import pairs_within, render_probe_views  # noqa: E402
+from learner.data.pair_sources import relative_action_fn  # noqa: E402
+from learner.evaluation.features import extract_features  # noqa: E402
+from learner.evaluation.metrics import r2_per_column  # noqa: E402
+from learner.training.checkpoint import load_model  # noqa: E402
 
 
 def head_readout(run: Path) -> tuple[list[str], np.ndarray]:
     """Names of the relative-action columns and the head's R² on each, for one run folder."""
     cfg = OmegaConf.load(run / "config.yaml")
     model, _ = load_model(run / "checkpoints" / "last.pt")
-    if model.predictor is None:
+    prediction = getattr(model.method, "prediction", None)  # learner.methods.action_prediction
+    if prediction is None:
         raise SystemExit(f"{run}: method {cfg.method.name} has no prediction head to read")
     names = json.loads((run / "metrics.json").read_text())["prediction_target"]
     views = render_probe_views(cfg.env, cfg.eval.test_split, cfg.eval.views_per_object, cfg.eval.seed,
                                objects_limit=cfg.eval.objects_limit)  # fmt: skip
     a, b = pairs_within(views.episode, views.step, 1, 1)  # consecutive views
     features = torch.from_numpy(extract_features(model, views.views))
-    action = relative_action_fn(cfg.env)(views.state[a], views.state[b])
+    action = relative_action_fn(envs.world_module(cfg.env.id), cfg.env.action_set)(views.state[a], views.state[b])
     raw = torch.zeros(len(a), len(names))  # the learner's augmentation deltas are 0: none applied
     raw[:, : action.shape[1]] = torch.from_numpy(np.asarray(action, dtype=np.float32))
     with torch.inference_mode():
-        predicted = model.predictor(torch.cat([features[a], features[b]], dim=1))
-        target = model.action_normalizer(raw)
+        predicted = prediction.head(torch.cat([features[a], features[b]], dim=1))
+        target = prediction.normalizer(raw)
     k = action.shape[1]
     scores = r2_per_column(target[:, :k].numpy(), predicted[:, :k].numpy())
-    discrete = np.zeros(k, dtype=bool) if model.discrete_columns is None else model.discrete_columns[:k].numpy()
+    discrete = prediction.discrete[:k].numpy()
     for column in np.flatnonzero(discrete):  # logits of a 0/1 target: accuracy, not R²
         scores[column] = float(((predicted[:, column] > 0) == (raw[:, column] > 0.5)).float().mean())
     return [f"{n} (accuracy)" if d else n for n, d in zip(names[:k], discrete, strict=True)], scores

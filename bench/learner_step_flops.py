@@ -26,12 +26,12 @@ import torch
 from learner_throughput import synthetic_pairs  # bench/ is on sys.path when run as a script
 from torch.utils.flop_counter import FlopCounterMode
 
+import envs
 from agent.view_pairs import ViewPairs
 from conf.compose import compose_config
 from conf.typed import typed_config
-from learner.device import select_device
-from learner.pair_sources import relative_action_dim
-from learner.train import Learner
+from learner.training.device import select_device
+from learner.training.learner import Learner
 
 MATMUL_SIZE = 2048
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -81,10 +81,9 @@ def measure(setting: Setting, extra: list[str], rounds: int) -> dict:
     cfg = typed_config(compose_config([*setting.overrides, "train.device=cpu", *extra]))
     device = select_device(cfg.train.device)
     torch.manual_seed(0)
-    action_dim = relative_action_dim(cfg.env)
-    learner = Learner(cfg, action_dim, device)
+    learner = Learner(cfg, envs.world_module(cfg.env.id), device)
     batch = cfg.train.batch_size
-    pairs = synthetic_pairs(batch, cfg.env.image_size, action_dim)
+    pairs = synthetic_pairs(cfg)
     learner.step(pairs)  # warm-up (allocator, oneDNN primitive caches)
     with FlopCounterMode(display=False) as counter:
         learner.step(pairs)

@@ -20,19 +20,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import envs
 from agent.view_pairs import ViewPairs
 from conf.compose import compose_config
 from conf.schema import CiperConfig
 from conf.typed import typed_config
-from learner.device import select_device
-from learner.pair_sources import relative_action_dim
-from learner.train import Learner, train
+from learner.training.device import select_device
+from learner.training.learner import Learner
+from learner.training.loop import train
 
 
-def synthetic_pairs(batch: int, size: int, action_dim: int, seed: int = 0) -> ViewPairs:
+def synthetic_pairs(cfg: CiperConfig, seed: int = 0) -> ViewPairs:
+    """A batch of ``train.batch_size`` random views of ``env.image_size`` with states of the
+    config's world and random relative actions (the learner's work does not depend on them)."""
     rng = np.random.default_rng(seed)
+    world = envs.world_module(cfg.env.id)
+    batch, size = cfg.train.batch_size, cfg.env.image_size
+    action_dim = len(world.relative_action_names(cfg.env.action_set))
     views = rng.integers(0, 256, size=(2, batch, size, size, 3), dtype=np.uint8)
-    states = rng.normal(size=(2, batch, 13))
+    states = np.stack([[world.random_state(rng) for _ in range(batch)] for _ in range(2)])
     return ViewPairs(
         view_a=views[0], view_b=views[1],
         relative_action=rng.normal(size=(batch, action_dim)).astype(np.float32),
@@ -43,9 +49,8 @@ def synthetic_pairs(batch: int, size: int, action_dim: int, seed: int = 0) -> Vi
 
 def pure_step_rate(cfg: CiperConfig, steps: int) -> float:
     device = select_device(cfg.train.device)
-    action_dim = relative_action_dim(cfg.env)
-    learner = Learner(cfg, action_dim, device)
-    pairs = synthetic_pairs(cfg.train.batch_size, cfg.env.image_size, action_dim)
+    learner = Learner(cfg, envs.world_module(cfg.env.id), device)
+    pairs = synthetic_pairs(cfg)
     for _ in range(3):  # warm-up (allocator, cudnn autotune, compile)
         learner.step(pairs)
     if device.type == "cuda":

@@ -1,7 +1,7 @@
 """Pilot sweep: which CPU budget makes SimCLR learn, measured through the project's own code.
 
 Writes one shared dataset per (task, image size) with ``agent.rollout_app.rollout``, trains
-short runs with ``learner.train.train`` on configs composed by ``conf.compose.compose_config``
+short runs with ``learner.training.loop.train`` on configs composed by ``conf.compose.compose_config``
 (the config every ``ciper-train`` run gets), evaluates them with the frozen-encoder
 evaluation ``learner.evaluation`` (category top-1 linear, relative-pose R² mean over the
 moved columns) and scores the raw-pixel, untrained-encoder and oracle references on the same
@@ -30,7 +30,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from omegaconf import OmegaConf  # noqa: E402
+
+import envs  # noqa: E402
+from agent.rollout_app import rollout  # noqa: E402
 from conf.compose import compose_config  # noqa: E402
+from learner.evaluation.evaluate import evaluate_reference  # noqa: E402
+from learner.training.loop import train  # noqa: E402
 
 # Each task's base overrides: the valid setup of issue 10 (both presets use the same keys).
 TASKS: dict[str, list[str]] = {
@@ -63,8 +69,6 @@ def image_size_of(overrides: list[str], default: int) -> int:
 
 
 def dataset_for(task: str, size: int, args: argparse.Namespace, out: Path) -> tuple[Path, float]:
-    from agent.rollout_app import rollout
-
     path = out / f"dataset_{size}px"
     started = time.perf_counter()
     cfg = compose_config([*TASKS[task], f"env.image_size={size}", f"dataset.path={path}",
@@ -80,15 +84,13 @@ def eval_overrides(args: argparse.Namespace) -> list[str]:
 
 def reference(task: str, name: str, size: int, extra: list[str], args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Reference ``name`` on the probe views of this task and size (reused when scored before)."""
-    from learner.evaluation import evaluate_reference
-
     tag = "_".join([name, f"{size}px", *[e.replace("=", "-").replace("/", "-") for e in extra]])
     path = out / "references" / f"{tag}.json"
     if path.exists():
         return json.loads(path.read_text())
     cfg = compose_config([*TASKS[task], f"env.image_size={size}", *eval_overrides(args), *extra], run_dir=out)
     started = time.perf_counter()
-    scores = evaluate_reference(name, cfg, None)
+    scores = evaluate_reference(name, cfg, envs.world_module(cfg.env.id), None)
     result = {"eval": scores, "eval_s": time.perf_counter() - started}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
@@ -117,8 +119,6 @@ class CpuClock:
 
 def train_run(task: str, method: str, seed: int, overrides: list[str], dataset: Path, run_dir: Path,
               args: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
-    from learner.train import train
-
     done = run_dir / "metrics.json"
     if done.exists():
         metrics = json.loads(done.read_text())
@@ -129,8 +129,6 @@ def train_run(task: str, method: str, seed: int, overrides: list[str], dataset: 
                           f"train.dataset={dataset}", f"train.seed={seed}", "train.checkpoint_every=100000",
                           f"train.batch_size={args.batch}", *overrides], run_dir=run_dir)  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
-    from omegaconf import OmegaConf
-
     OmegaConf.save(cfg, run_dir / "config.yaml")
     started, clock = time.perf_counter(), CpuClock()
     metrics = train(cfg, run_dir, callbacks=[clock])

@@ -1,7 +1,7 @@
 """Learner throughput at the report presets' settings vs its pure-step ceiling.
 
 For each report preset (``conf/schema.py``, ``GROUP_OPTIONS["report"]``) and method, each run's
-training config is composed by ``learner.report_app.run_overrides``, the function
+training config is composed by ``learner.report.jobs.run_overrides``, the function
 ``ciper-report`` itself uses, so the bench measures what the report trains; only evaluation and
 checkpoints are switched off and the step count is the bench's. Three measurements, interleaved
 over ``--rounds`` rounds, best round kept:
@@ -11,7 +11,7 @@ over ``--rounds`` rounds, best round kept:
 - ``pure step, no learner augmentation``: the same with ``method.augment_crop/flip/color``
   false, the model-only ceiling (where the preset already has them off, e.g. ``static``, it is
   the same config and is not measured twice);
-- ``offline loop``: ``learner.train.train`` in offline mode on a dataset of the preset's env
+- ``offline loop``: ``learner.training.loop.train`` in offline mode on a dataset of the preset's env
   settings, as the report runs it (``--dataset``, else one written by the report's own
   ``write_dataset`` into a temporary folder). Its images/s come from the run's metrics and
   include the first step's one-off costs, which the pure steps leave out: use tens of steps.
@@ -43,8 +43,9 @@ from omegaconf import DictConfig  # noqa: E402
 from bench.learner_throughput import pure_step_rate  # noqa: E402
 from conf.compose import compose_config  # noqa: E402
 from conf.typed import typed_config  # noqa: E402
-from learner.device import select_device  # noqa: E402
-from learner.report_app import merged_overrides, run_overrides, write_dataset  # noqa: E402
+from learner.report.jobs import merged_overrides, run_overrides, write_dataset  # noqa: E402
+from learner.training.device import select_device  # noqa: E402
+from learner.training.loop import train  # noqa: E402
 
 PURE = "pure step"
 NO_AUGMENTATION = "pure step, no learner augmentation"
@@ -80,8 +81,6 @@ def pure_rate(overrides: Sequence[str], steps: int) -> float:
 
 def offline_rate(overrides: Sequence[str]) -> float:
     """Images/s of the offline training loop under the config of ``overrides`` (from its metrics)."""
-    from learner.train import train
-
     with tempfile.TemporaryDirectory() as tmp:
         metrics = train(compose_config(list(overrides), run_dir=tmp), Path(tmp))
     return float(metrics["images_per_s"])

@@ -8,6 +8,7 @@ one key by key, so a refusal can name every key that differs.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,19 @@ def resolve_path(path: str | os.PathLike[str]) -> Path:
     return Path(path).expanduser().resolve()
 
 
-def key_differences(
-    stored: dict[str, Any], requested: dict[str, Any], prefix: str = ""
-) -> list[str]:
-    """Dotted keys whose values differ, each as ``key: stored -> requested``."""
-    differences = []
-    for key in sorted(set(stored) | set(requested)):
-        a, b = stored.get(key), requested.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            differences += key_differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            differences.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return differences
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: a nested (plain) config or record with dotted keys."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def key_differences(stored: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
+    """Dotted keys whose values differ, each as ``key: stored -> requested`` (a key one side
+    lacks counts as None there)."""
+    a, b = flatten(stored), flatten(requested)
+    return [f"{key}: {a.get(key)!r} -> {b.get(key)!r}" for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]

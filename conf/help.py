@@ -25,23 +25,51 @@ def field_comments(cls: type) -> dict[str, str]:
     return comments
 
 
+def _shown(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def key_table() -> list[tuple[str, str, str]]:
-    """(dotted key, default as written on the command line, comment) of every schema key."""
+    """(dotted key, default as written on the command line, comment) of every schema key; a
+    registered group's section (``method``) shows its default option's keys."""
     defaults = OmegaConf.structured(CiperConfig)
     rows = []
     top_comments = field_comments(CiperConfig)
     for section in dataclasses.fields(CiperConfig):
-        node_type: Any = section.default_factory() if section.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
-        if not dataclasses.is_dataclass(node_type):
+        node: Any = section.default_factory() if section.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+        if not dataclasses.is_dataclass(node):
             value = OmegaConf.to_container(defaults)[section.name]  # type: ignore[index]
             rows.append((section.name, str(value), top_comments.get(section.name, "")))
             continue
-        comments = field_comments(type(node_type))
-        for field in dataclasses.fields(node_type):
-            value = defaults[section.name]._get_node(field.name)._value()
-            shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-            rows.append((f"{section.name}.{field.name}", shown, comments.get(field.name, "")))
+        if section.name in GROUP_OPTIONS and dataclasses.is_dataclass(GROUP_OPTIONS[section.name].get(DEFAULT_GROUPS[section.name])):
+            node = GROUP_OPTIONS[section.name][DEFAULT_GROUPS[section.name]]
+            values = {f.name: getattr(node, f.name) for f in dataclasses.fields(node)}
+        else:
+            values = {f.name: defaults[section.name]._get_node(f.name)._value() for f in dataclasses.fields(node)}
+        comments = {k: v for cls in reversed(type(node).__mro__[:-1]) for k, v in field_comments(cls).items()}
+        for field in dataclasses.fields(node):
+            rows.append((f"{section.name}.{field.name}", _shown(values[field.name]), comments.get(field.name, "")))
     return rows
+
+
+def option_keys(group: str) -> list[str]:
+    """One line per option of a registered ``group``: the keys and defaults it differs in from
+    the default option (``method=simclr: time_offset=0 temperature=0.1``)."""
+    options = GROUP_OPTIONS.get(group, {})
+    default = options.get(DEFAULT_GROUPS.get(group, ""))
+    if not dataclasses.is_dataclass(default):
+        return []
+    base = {f.name: getattr(default, f.name) for f in dataclasses.fields(default)}
+    lines = []
+    for name, node in options.items():
+        if name == DEFAULT_GROUPS[group] or not dataclasses.is_dataclass(node):
+            continue
+        own = {f.name: getattr(node, f.name) for f in dataclasses.fields(node)}
+        changed = [f"{k}={_shown(v)}" for k, v in own.items() if k != "name" and (k not in base or base[k] != v)]
+        missing = [k for k in base if k not in own]
+        lines.append(f"  {group}={name}: " + (" ".join(changed) or "(as the default)")
+                     + (f"; without {', '.join(missing)}" if missing else ""))  # fmt: skip
+    return lines
 
 
 def help_text(script: str, doc: str) -> str:
@@ -59,6 +87,8 @@ def help_text(script: str, doc: str) -> str:
         f"       {script} --hydra-help          Hydra's own options",
         "",
         "presets: " + "; ".join(presets),
+        *(["", "method options (their own keys and defaults, beside those of the default method):"] + option_keys("method")
+          if option_keys("method") else []),
         "",
         "config keys (default, then what the key does):",
     ]

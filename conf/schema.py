@@ -98,15 +98,13 @@ class ModelConfig:
     pred_hidden: int = 1024  # prediction head hidden width
 
 
-# simclr_tt's pair offset (steps between its two views): the method preset's and the report's.
-SIMCLR_TT_OFFSET = 4
-
-
 @dataclass
 class MethodConfig:
-    name: str = "ciper"  # ciper | simclr | simclr_tt | predict
-    temperature: float = 0.1  # NT-Xent temperature
-    prediction_weight: float = 1.0  # lambda on the action-prediction loss (ciper)
+    """What every method shares: its name, which pairs it trains on and the learner's view
+    augmentations. A method's own settings (temperature, loss weights ...) extend this class
+    in its file under ``learner/methods/``; ``method=<name>`` picks one (``--help`` lists them)."""
+
+    name: str = "ciper"  # the method; set it with method=<name>, which also brings its own keys and defaults
     time_offset: int = 1  # max steps between a pair's views; 0 = two copies of one view (simclr)
     augment_crop: bool = True  # random resized crop of each view; its box joins the prediction target
     crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])  # area range of the crop
@@ -115,6 +113,34 @@ class MethodConfig:
     jitter: list[float] = field(default_factory=lambda: [0.4, 0.4, 0.4, 0.1])  # brightness, contrast, saturation, hue strengths
     jitter_p: float = 0.8  # probability that a view is colour-jittered
     grayscale_p: float = 0.2  # probability that a view is turned grey
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the first key out of range (``method.key=value: expected ...``);
+        a method's settings extend it with their own keys."""
+        if isinstance(self.time_offset, bool) or not isinstance(self.time_offset, int) or self.time_offset < 0:
+            raise ValueError(f"method.time_offset={self.time_offset!r}: expected an int >= 0")
+        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ValueError(f"method.crop_scale={list(self.crop_scale)}: expected [low, high] with 0 < low <= high <= 1")
+        if len(self.jitter) != 4 or min(self.jitter) < 0 or self.jitter[3] > 0.5:
+            raise ValueError(f"method.jitter={list(self.jitter)}: expected 4 strengths (brightness, contrast, "
+                             "saturation, hue) >= 0, hue <= 0.5")  # fmt: skip
+        for key in ("jitter_p", "grayscale_p"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ValueError(f"method.{key}={getattr(self, key)!r}: expected a probability in [0, 1]")
+
+
+def check_positive(settings: Any, *keys: str) -> None:
+    """``method.<key>=value: expected a number > 0`` for the first of ``keys`` that is not."""
+    for key in keys:
+        if not getattr(settings, key) > 0:
+            raise ValueError(f"method.{key}={getattr(settings, key)!r}: expected a number > 0")
+
+
+def check_not_negative(settings: Any, *keys: str) -> None:
+    """``method.<key>=value: expected a number >= 0`` for the first of ``keys`` that is not."""
+    for key in keys:
+        if not getattr(settings, key) >= 0:
+            raise ValueError(f"method.{key}={getattr(settings, key)!r}: expected a number >= 0")
 
 
 @dataclass
@@ -168,9 +194,11 @@ class ReportConfig:
     encoder: str = "small"  # encoder of every run
     mode: str = "offline"  # offline: all methods read one shared dataset (same data, fair)
     dataset_steps: int = 6144  # transitions in the shared dataset
-    simclr_tt_offset: int = SIMCLR_TT_OFFSET  # k of simclr_tt
-    simclr_offset: int = 0  # simclr's pairs: 0 = two augmentations of one view; 1 where the env's actions are the augmentations (static images)
     overrides: list[str] = field(default_factory=list)  # key=value overrides of every run (e.g. eval budget), before the user's
+    method_overrides: dict[str, list[str]] = field(default_factory=dict)  # method -> key=value overrides of its runs only, after the user's (add one: +report.method_overrides.simclr=[method.time_offset=1])
+    ours: str = "ciper"  # the method the target checks are about
+    baseline: str = "simclr"  # what the target checks compare it with
+    comparisons: list[list[str]] = field(default_factory=lambda: [["ciper", "simclr"]])  # [a, b]: a table of the paired per-seed differences a - b
 
 
 @dataclass
@@ -212,12 +240,6 @@ STATIC_STEPS = 1000
 OBJECTS_STEPS = 2500
 
 GROUP_OPTIONS: dict[str, dict[str, Any]] = {
-    "method": {
-        "ciper": MethodConfig(name="ciper"),
-        "simclr": MethodConfig(name="simclr", time_offset=0),
-        "simclr_tt": MethodConfig(name="simclr_tt", time_offset=SIMCLR_TT_OFFSET),
-        "predict": MethodConfig(name="predict"),
-    },
     "policy": {
         "random": PolicyConfig(name="random"),
         "orbit": PolicyConfig(name="orbit"),
@@ -239,7 +261,7 @@ GROUP_OPTIONS: dict[str, dict[str, Any]] = {
         # env's geometric, photometric and flip actions (the augmentations whose parameters
         # CIPER predicts; the learner's own would double them), so simclr pairs two augmented
         # views of one image one step apart.
-        "static": ReportConfig(steps=STATIC_STEPS, dataset_steps=16384, simclr_offset=1, overrides=[
+        "static": ReportConfig(steps=STATIC_STEPS, dataset_steps=16384, method_overrides={"simclr": ["method.time_offset=1"]}, overrides=[
             "env.id=ciper/ImageView-v0", "env.action_set=full", "env.image_size=32", "env.episode_steps=16",
             "policy=random", "method.augment_crop=false", "method.augment_color=false", "model.width=16",
             "optim.lr=5e-3", "eval.views_per_object=4", "eval.objects_limit=300"]),
@@ -254,7 +276,18 @@ GROUP_OPTIONS: dict[str, dict[str, Any]] = {
     },
 }
 
-DEFAULT_GROUPS = {"method": "ciper", "policy": "smooth", "collector": "local", "report": "quick"}
+DEFAULT_GROUPS = {"policy": "smooth", "collector": "local", "report": "quick"}
+
+
+def register_group(group: str, options: dict[str, Any], default: str) -> None:
+    """Add a config group whose options a higher layer defines (the learner's ``method``
+    group: each method's settings live in its own file). Composition includes it, with
+    ``default`` chosen, once registered; a program that never registers it (``ciper-rollout``)
+    gets the schema's base node, e.g. ``MethodConfig``."""
+    if default not in options:
+        raise ValueError(f"default={default!r}: expected one of the options {sorted(options)}")
+    GROUP_OPTIONS[group] = dict(options)
+    DEFAULT_GROUPS[group] = default
 
 
 RUN_DIR = "runs/${hydra:job.name}/${now:%Y-%m-%d_%H-%M-%S}"

@@ -18,20 +18,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from conf.app import override_key
+from conf.app_common import flatten
 
 # metrics.json entries shown, flattened (dotted); whatever a job's metrics lack stays empty.
 SUMMARY_PREFIXES = ("completed", "steps", "stopped_by", "losses_last.", "eval.", "transitions", "images_per_s")
-
-
-def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
-    flat: dict[str, Any] = {}
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
 
 
 def _cell(value: Any) -> str:

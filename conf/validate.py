@@ -22,6 +22,7 @@ from hydra.core.override_parser.types import OverrideType
 from omegaconf import DictConfig, OmegaConf
 
 from conf.schema import GROUP_OPTIONS, CiperConfig
+from envs.view_arguments import env_kwargs
 
 
 class ConfigError(ValueError):
@@ -39,19 +40,18 @@ _INT_AT_LEAST: dict[str, tuple[int, bool]] = {
     "dataset.steps": (1, False), "dataset.shard_size": (1, False),
     "model.width": (1, False), "model.proj_hidden": (1, False), "model.proj_dim": (1, False),
     "model.pred_hidden": (1, False),
-    "method.time_offset": (0, False), "optim.warmup_steps": (0, False),
+    "optim.warmup_steps": (0, False),
     "train.steps": (1, False), "train.batch_size": (2, False), "train.checkpoint_every": (1, False),
     "train.log_every": (1, False), "train.stop_after": (1, True), "train.loader_workers": (0, False),
     "eval.views_per_object": (2, False), "eval.objects_limit": (1, True), "eval.probe_epochs": (1, False),
     "eval.knn_k": (1, False),
     "report.steps": (1, False), "report.batch_size": (2, False), "report.dataset_steps": (1, False),
-    "report.simclr_tt_offset": (1, False), "report.simclr_offset": (0, False),
     "view.rows": (1, False), "view.steps": (1, False), "view.video_steps": (1, False), "view.fps": (1, False),
     "view.upscale": (1, False),
 }  # fmt: skip
 _WHY = {"train.batch_size": " (NT-Xent needs a negative)", "report.batch_size": " (NT-Xent needs a negative)"}
-_POSITIVE = ("optim.lr", "method.temperature", "train.replay_ratio")
-_NOT_NEGATIVE = ("optim.weight_decay", "method.prediction_weight")
+_POSITIVE = ("optim.lr", "train.replay_ratio")
+_NOT_NEGATIVE = ("optim.weight_decay",)
 _CHOICES: dict[str, tuple[str, ...]] = {
     "train.mode": ("online", "offline"),
     "collector.kind": ("local", "ray"),
@@ -59,7 +59,6 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "model.encoder": ("small", "resnet18"),
     "model.stem": ("cifar", "imagenet"),
     "env.renderer": ("tiny", "egl"),
-    "method.name": tuple(GROUP_OPTIONS["method"]),
     "policy.name": tuple(GROUP_OPTIONS["policy"]),
     "view.source": ("env", "dataset"),
     "view.video_format": ("gif", "mp4"),
@@ -83,16 +82,20 @@ def schema_keys() -> list[str]:
     return keys
 
 
+# Dict-valued keys whose entries are free-form: added with +key.entry=value.
+_FREE_FORM = ("env.extra.", "report.method_overrides.")
+
+
 def check_overrides(overrides: Iterable[str]) -> None:
-    """Refuse ``+key=value`` / ``++key=value`` for a key outside the schema (``env.extra.*``,
-    the free-form env arguments, excepted)."""
+    """Refuse ``+key=value`` / ``++key=value`` for a key outside the schema (the entries of
+    ``env.extra``, the free-form env arguments, and of ``report.method_overrides`` excepted)."""
     known = schema_keys()
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group
         if key == "run_dir":  # Hydra makes its own folder; one way to choose it
             raise ConfigError(f"{override.input_line}: choose the run folder with hydra.run.dir=PATH")
         adds = override.type in (OverrideType.ADD, OverrideType.FORCE_ADD)
-        if not adds or key.startswith("env.extra.") or key in GROUP_OPTIONS or key.startswith("hydra."):
+        if not adds or key.startswith(_FREE_FORM) or key in GROUP_OPTIONS or key.startswith("hydra."):
             continue
         if key in known:
             continue
@@ -126,12 +129,36 @@ def _check_ranges(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value not in choices:
             raise ConfigError(f"{key}={value!r}: expected one of {', '.join(choices)}")
-    for key in ("report.methods",):
-        for method in OmegaConf.select(cfg, key):
-            if method not in GROUP_OPTIONS["method"]:
-                raise ConfigError(f"{key} holds {method!r}: expected names from {', '.join(GROUP_OPTIONS['method'])}")
+    _check_method(cfg)
     if not cfg.report.seeds:
         raise ConfigError("report.seeds=[]: expected at least one seed")
+
+
+def _check_method(cfg: DictConfig) -> None:
+    """The method's settings (its own ``check``) and the names of methods the report runs,
+    against the registered ``method`` options (none registered: only the settings)."""
+    settings = OmegaConf.to_object(cfg.method)
+    try:
+        settings.check()
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    options = GROUP_OPTIONS.get("method")
+    if options is None:
+        return
+    name = cfg.method.name
+    if name not in options or type(settings) is not type(options[name]):
+        raise ConfigError(f"method.name={name!r}: choose a method with method=<name>, one of {', '.join(options)}")
+    report = cfg.report
+    for key in ("methods", "ours", "baseline"):
+        for method in report[key] if key == "methods" else [report[key]]:
+            if method not in options:
+                raise ConfigError(f"report.{key} holds {method!r}: expected names from {', '.join(options)}")
+    for pair in report.comparisons:
+        if len(pair) != 2 or any(method not in options for method in pair):
+            raise ConfigError(f"report.comparisons holds {list(pair)}: expected [a, b] with a, b from {', '.join(options)}")
+    for method in report.method_overrides:
+        if method not in options:
+            raise ConfigError(f"report.method_overrides holds {method!r}: expected names from {', '.join(options)}")
 
 
 def _check_consistency(cfg: DictConfig) -> None:
@@ -187,7 +214,6 @@ def check_env_arguments(env_cfg: DictConfig, splits: Iterable[tuple[str, str]] =
     import gymnasium as gym
 
     import envs  # noqa: F401  (registers the ids)
-    from agent.collector import env_kwargs
 
     registered = sorted(k for k in gym.registry if k.startswith("ciper/"))
     if env_cfg.id not in registered:

@@ -164,11 +164,14 @@ class BackgroundPool:
     halo: np.ndarray
 
 
+#: Backgrounds a digit can be shown on: a pool shared by every image, drawn per view, so two
+#: views of one image need not share anything but the digit.
+BACKGROUND_POOL_SIZE = 512
+
+
 @functools.lru_cache(maxsize=2)
 def background_pool(size: int = DIGIT_IMAGE_SIZE) -> BackgroundPool:
     """The pool of ``BACKGROUND_POOL_SIZE`` backgrounds, generated deterministically."""
-    from envs.image_state import BACKGROUND_POOL_SIZE
-
     rng = np.random.default_rng([_DEFAULT_SEED, 7])
     textures = np.stack([_background(rng, size) for _ in range(BACKGROUND_POOL_SIZE)])
     ink = rng.uniform(0, 255, size=(BACKGROUND_POOL_SIZE, 3)).astype(np.float32)

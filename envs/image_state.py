@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from envs.actions import ActionDim, max_steps, select_action_dims, wrap_angle, wrap_unit
+from envs.image_sources import BACKGROUND_POOL_SIZE, load_image_set
 
 STATE_FIELDS: tuple[str, ...] = (
     "crop_x",
@@ -60,9 +61,6 @@ CROP_SCALE_MAX = 1.0
 BRIGHTNESS_MIN, BRIGHTNESS_MAX = 0.6, 1.6
 CONTRAST_MIN, CONTRAST_MAX = 0.6, 1.6
 SATURATION_MIN, SATURATION_MAX = 0.4, 2.0
-#: Backgrounds a digit can be shown on: a pool shared by every image, drawn per view, so two
-#: views of one image need not share anything but the digit.
-BACKGROUND_POOL_SIZE = 512
 #: The ``background`` value of a view that shows the image's own pixels (sources without a
 #: separate foreground, such as CIFAR-10 or an image folder).
 OWN_BACKGROUND = -1.0
@@ -299,6 +297,11 @@ def nuisance_state(states: np.ndarray) -> np.ndarray:
 def viewpoint_latent(states: np.ndarray, action_set: str) -> tuple[str, np.ndarray] | None:
     """None: a flat image has one side in view whatever the augmentation."""
     return None
+
+
+def category_names(catalog: str | None) -> tuple[str, ...]:
+    """The classes of the image source ``catalog`` (None: the built-in digits)."""
+    return load_image_set(catalog).class_names
 
 
 def random_state(rng: np.random.Generator) -> np.ndarray:

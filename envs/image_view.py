@@ -19,9 +19,8 @@ from gymnasium import spaces
 from gymnasium.utils import EzPickle
 
 from envs import image_state
-from envs.image_sources import ImageSet, load_image_set
+from envs.image_sources import BACKGROUND_POOL_SIZE, ImageSet, load_image_set
 from envs.image_state import (
-    BACKGROUND_POOL_SIZE,
     OWN_BACKGROUND,
     STATE_FIELDS,
     STATE_INDEX,

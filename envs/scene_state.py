@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from envs.actions import ActionDim, max_steps, select_action_dims, wrap_angle, wrap_unit
+from envs.catalog import load_catalog
 from envs.quaternions import (
     quat_canonical,
     quat_conjugate,
@@ -386,6 +387,11 @@ def viewpoint_latent(states: np.ndarray, action_set: str) -> tuple[str, np.ndarr
     if not any(d.name.startswith(("camera_", "object_rot_")) for d in action_dims(action_set)):
         return None
     return "viewpoint_azimuth", viewpoint_azimuth(states)
+
+
+def category_names(catalog: str | None) -> tuple[str, ...]:
+    """The object categories of ``catalog`` (a CSV path; None: the shipped catalogue)."""
+    return load_catalog(catalog).categories
 
 
 def random_state(rng: np.random.Generator) -> np.ndarray:

@@ -10,8 +10,11 @@ nothing from ``conf/``, so ``envs`` stays importable alone.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+
+from envs import OBJECT_VIEW_ID
 
 IMAGE_SIZE_RANGE = (16, 1024)
 IMAGE_SIZE = 64  # side of the square observation, pixels
@@ -35,3 +38,15 @@ def check_view_arguments(
         raise ValueError(f"episode_steps={episode_steps!r}: expected an int >= 1")
     if render_mode is not None and render_mode not in render_modes:
         raise ValueError(f"render_mode={render_mode!r}: expected None or one of {list(render_modes)}")
+
+
+def env_kwargs(env_cfg: Any) -> dict[str, Any]:
+    """Constructor arguments of the env described by a ``conf.schema.EnvConfig``-like object."""
+    kwargs = dict(
+        action_set=env_cfg.action_set, image_size=env_cfg.image_size, split=env_cfg.split,
+        catalog=env_cfg.catalog, episode_steps=env_cfg.episode_steps, nuisance=env_cfg.nuisance,
+    )  # fmt: skip
+    if env_cfg.id == OBJECT_VIEW_ID:  # the image world has no 3D renderer to choose
+        kwargs["renderer"] = env_cfg.renderer
+    kwargs.update(dict(env_cfg.extra or {}))
+    return kwargs

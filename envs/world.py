@@ -82,3 +82,20 @@ class World(Protocol):
         """Name and values of a one-number summary of which side of the object is in view,
         where the world defines one for ``action_set`` (for colouring embedding plots)."""
         ...
+
+    def category_names(self, catalog: str | None) -> tuple[str, ...]:
+        """The category labels of ``catalog`` (None: the shipped one), by label index."""
+        ...
+
+
+def visible_pose_names(world: World) -> tuple[str, ...]:
+    """The absolute-pose columns a view shows of its object and camera: every column of
+    ``world.absolute_pose`` but the scenery's (those among ``world.nuisance_names()``)."""
+    return tuple(n for n in world.absolute_pose_names() if n not in world.nuisance_names())
+
+
+def visible_pose(world: World, states: np.ndarray) -> np.ndarray:
+    """``world.absolute_pose(states)`` restricted to :func:`visible_pose_names` (float32 (..., P)):
+    the oracle's features and the supervised ceiling's per-view target."""
+    visible = ~np.isin(list(world.absolute_pose_names()), list(world.nuisance_names()))
+    return world.absolute_pose(states)[..., visible].astype(np.float32)

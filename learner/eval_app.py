@@ -22,27 +22,25 @@ into the run folder.
 from __future__ import annotations
 
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+import envs
 from agent.atomic_files import write_json_atomic
 from conf.app import hydra_app, overridden_keys
 from conf.app_common import resolve_path
 from conf.schema import CiperConfig, EnvConfig
 from conf.typed import plain_config, typed_config
-from learner.checkpoint import check_eval_checkpoint, load_checkpoint, load_model
-from learner.evaluation import (
-    METRIC_NAMES,
-    REFERENCE_MEANING,
-    REFERENCES,
-    evaluate_encoder,
-    evaluate_reference,
-    probe_pairs_shortcut,
-    render_probes,
-)
-from learner.train import select_device
+from conf.validate import ConfigError
+from learner.evaluation.evaluate import evaluate_encoder, evaluate_reference, render_probes
+from learner.evaluation.references import REFERENCE_MEANING, REFERENCES
+from learner.evaluation.scores import METRIC_NAMES
+from learner.evaluation.shortcut import probe_pairs_shortcut
+from learner.training.checkpoint import load_checkpoint, load_model
+from learner.training.device import select_device
 
 # env keys that decide what the encoder saw, and their names in the architecture record.
 ARCHITECTURE_ENV_KEYS = {"id": "env_id", "action_set": "action_set", "image_size": "image_size"}
@@ -102,13 +100,14 @@ def evaluate_checkpoint_record(cfg: CiperConfig, run_dir: Path) -> dict[str, Any
     device = select_device(cfg.train.device)
     model, architecture = load_model(path, map_location=device)
     env_cfg = checkpoint_env(cfg.env, architecture, overridden_keys())
-    metrics = evaluate_encoder(model.to(device), env_cfg, cfg.eval, device, run_dir)
+    world = envs.world_module(env_cfg.id)
+    metrics = evaluate_encoder(model.to(device), world, env_cfg, cfg.eval, device, run_dir)
     # The run's own method config (pairs, augmentations) where the checkpoint holds it.
     saved = load_checkpoint(path).get("config") or {}
     run_cfg = OmegaConf.create({"env": plain_config(env_cfg), "eval": plain_config(cfg.eval),
                                 "buffer": saved.get("buffer") or plain_config(cfg.buffer),
                                 "method": saved.get("method") or plain_config(cfg.method)})  # fmt: skip
-    metrics["shortcut_colour_top1"] = probe_pairs_shortcut(run_cfg, render_probes(env_cfg, cfg.eval)[0])
+    metrics["shortcut_colour_top1"] = probe_pairs_shortcut(run_cfg, world, render_probes(env_cfg, cfg.eval)[0])
     title = f"{architecture['method']} ({architecture['encoder']})"
     return {"title": title, "checkpoint": str(path), "architecture": architecture,
             "env": plain_config(env_cfg), "device": str(device), "eval": metrics}  # fmt: skip
@@ -119,9 +118,22 @@ def evaluate_reference_record(cfg: CiperConfig, run_dir: Path) -> dict[str, Any]
     name = cfg.eval.reference
     if name not in REFERENCES:
         raise ValueError(f"eval.reference={name!r}: expected one of {list(REFERENCES)}")
-    metrics = evaluate_reference(name, cfg, run_dir)
+    metrics = evaluate_reference(name, cfg, envs.world_module(cfg.env.id), run_dir)
     return {"title": f"reference {name} ({REFERENCE_MEANING[name]})", "reference": name,
             "env": plain_config(cfg.env), "eval": metrics}  # fmt: skip
+
+
+def check_eval_checkpoint(cfg: DictConfig) -> None:
+    """``eval.checkpoint`` names a checkpoint file (checked before ``ciper-eval`` writes)."""
+    if cfg.eval.reference is not None:  # a reference needs no checkpoint
+        return
+    if cfg.eval.checkpoint is None:
+        raise ConfigError("eval.checkpoint=null: expected the checkpoint to evaluate, eval.checkpoint=PATH")
+    path = resolve_path(cfg.eval.checkpoint)
+    if not path.is_file():
+        raise ConfigError(f"eval.checkpoint={cfg.eval.checkpoint}: no checkpoint file at {path}")
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(f"eval.checkpoint={cfg.eval.checkpoint}: not a checkpoint (expected the .pt file ciper-train writes)")
 
 
 main = hydra_app(run, check=check_eval_checkpoint)

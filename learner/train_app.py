@@ -23,6 +23,7 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
+import envs
 from agent.atomic_files import write_json_atomic
 from agent.shards import read_manifest
 from conf.app import hydra_app, overridden_keys, rerun_command
@@ -30,6 +31,10 @@ from conf.app_common import key_differences, resolve_path
 from conf.schema import CiperConfig
 from conf.typed import plain_config, typed_config
 from conf.validate import ConfigError
+from learner.training.checkpoint import load_checkpoint
+from learner.training.curiosity import curious_training
+from learner.training.loop import train
+from learner.training.run_summary import print_summary
 
 # Keys a resumed run may change freely: where and how it runs, not what it learns.
 RESUME_FREE_KEYS = (
@@ -68,8 +73,6 @@ def adopt_dataset_env(cfg: DictConfig) -> None:
 
 def config_changes(cfg: CiperConfig | DictConfig, run_dir: Path) -> list[str]:
     """``key: checkpoint -> now`` for every setting that differs from the checkpoint's."""
-    from learner.checkpoint import load_checkpoint
-
     try:
         saved = load_checkpoint(checkpoint_path(run_dir)).get("config")
     except ValueError as error:
@@ -122,9 +125,6 @@ def finished_metrics(cfg: CiperConfig, run_dir: Path) -> dict[str, Any] | None:
 def run(cfg: CiperConfig | DictConfig) -> None:
     """Train as configured; print what was learned; files go to the run folder."""
     cfg = typed_config(cfg)
-    # torch loads only once the config is known to be good: a refused command answers at once.
-    from learner.train import print_summary, train
-
     run_dir = Path(cfg.run_dir)
     kept = finished_metrics(cfg, run_dir)
     if kept is not None:
@@ -134,9 +134,7 @@ def run(cfg: CiperConfig | DictConfig) -> None:
         return
     record_changes(cfg, run_dir)
     if cfg.policy.name == "curious":
-        from learner.curiosity import curious_training
-
-        policy_factory, curiosity = curious_training(cfg, run_dir)
+        policy_factory, curiosity = curious_training(cfg, envs.world_module(cfg.env.id), run_dir)
         metrics = train(cfg, run_dir, policy_factory=policy_factory, callbacks=[curiosity])
     else:
         metrics = train(cfg, run_dir)

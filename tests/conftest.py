@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from conf.compose import compose_config
-
 # Tests run on small machines: one intra-op thread per process keeps the background
 # collectors and the learner from oversubscribing the cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import learner.methods.registry  # noqa: E402, F401  (registers the method=<name> options; after the thread count)
+from conf.compose import compose_config  # noqa: E402
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from bench import report_throughput
 from conf.compose import compose_config
-from learner.report_app import run_overrides
+from learner.report.jobs import run_overrides
 
 
 def flat(tree, prefix=""):

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from learner.device import FastPath, fast_path, select_device
-from learner.pair_sources import relative_action_dim
-from learner.train import Learner
+import envs
+from learner.training.device import FastPath, fast_path, select_device
+from learner.training.learner import Learner
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
 
@@ -69,17 +69,18 @@ def test_channels_last_and_contiguous_give_the_same_step_on_cpu(make_config, aug
 
 def _learner(cfg) -> Learner:
     torch.manual_seed(0)  # same initial weights for every learner built here
-    return Learner(cfg, relative_action_dim(cfg.env), select_device(cfg.train.device))
+    return Learner(cfg, envs.world_module(cfg.env.id), select_device(cfg.train.device))
 
 
 def _pairs(cfg):
     from agent.view_pairs import ViewPairs
 
     n, size = cfg.train.batch_size, cfg.env.image_size
-    action_dim = relative_action_dim(cfg.env)
+    world = envs.world_module(cfg.env.id)
+    action_dim = len(world.relative_action_names(cfg.env.action_set))
     rng = np.random.default_rng(0)
     views = rng.integers(0, 256, size=(2, n, size, size, 3), dtype=np.uint8)
-    states = rng.normal(size=(2, n, 13))
+    states = np.stack([[world.random_state(rng) for _ in range(n)] for _ in range(2)])
     return ViewPairs(
         view_a=views[0], view_b=views[1], relative_action=rng.normal(size=(n, action_dim)).astype(np.float32),
         state_a=states[0], state_b=states[1], object_index=np.arange(n), category=np.zeros(n, np.int64),
@@ -90,7 +91,7 @@ def _pairs(cfg):
 def test_small_encoder_keeps_the_conv_stem_flops_and_refuses_odd_sizes() -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from learner.encoders import SmallConvNet
+    from learner.nets.encoders import SmallConvNet
 
     encoder = SmallConvNet(width=8, out_dim=16)
     with FlopCounterMode(display=False) as counter:

@@ -19,7 +19,8 @@ from agent.curious import (
     publish_error_model,
 )
 from agent.policies import RandomPolicy
-from learner.curiosity import CuriosityCallback, curious_policy_factory, curious_training
+from envs import scene_state
+from learner.training.curiosity import CuriosityCallback, curious_policy_factory, curious_training
 
 BOX = spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
 
@@ -114,7 +115,7 @@ def test_factory_is_picklable_and_builds_the_policy(make_config, tmp_path):
 
 
 def test_tiny_online_run_publishes_models_the_collectors_pick_up(make_config, tmp_path):
-    from learner.train import train
+    from learner.training.loop import train
 
     run_dir = tmp_path / "run"
     cfg = make_config(
@@ -124,12 +125,12 @@ def test_tiny_online_run_publishes_models_the_collectors_pick_up(make_config, tm
         "collector.vectorization=sync", "buffer.warmup_views=64", "train.replay_ratio=1.0",
         "optim.warmup_steps=2", run_dir=run_dir,
     )  # fmt: skip
-    factory, callback = curious_training(cfg, run_dir)
+    factory, callback = curious_training(cfg, scene_state, run_dir)
     assert isinstance(callback, CuriosityCallback)
     metrics = train(cfg, run_dir, policy_factory=factory, callbacks=[callback])
     assert metrics["completed"]
     assert callback.publications >= 4  # every 3rd step once MIN_SAMPLES pairs are in
-    assert callback.forward_fallbacks == 1  # only the first step: the hooks did the rest
+    assert callback.forward_fallbacks == 0  # the method recorded its errors in every training step
     model = load_error_model(model_path_of(run_dir))
     assert model.version == callback.publications and model.learner_step == 24
     pickups = [json.loads(p.read_text()) for p in (run_dir / "curious" / "pickups").glob("*.json")]

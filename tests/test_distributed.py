@@ -13,8 +13,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from learner.distributed import gather_with_grad
-from learner.losses import nt_xent
+from learner.methods.losses import nt_xent
+from learner.training.distributed import gather_with_grad
 
 WORLD, N, D, TEMPERATURE = 2, 4, 8, 0.1
 

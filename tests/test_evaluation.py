@@ -3,6 +3,7 @@ entry point and the ``ciper-eval`` app."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -20,19 +21,17 @@ from agent import probe_views
 from agent.probe_views import ProbeViews, episode_actions, episode_seed, render_probe_views
 from conf.schema import EnvConfig, EvalConfig
 from envs import scene_state
-from learner.checkpoint import save_checkpoint
-from learner.encoders import ENCODER_VERSION
-from learner.evaluation import (
-    METRIC_NAMES,
-    evaluate_encoder,
-    evaluate_features,
-    evaluate_reference,
-    extract_features,
-    probe_pairs_shortcut,
-    reference_features,
-    render_probes,
-)
-from learner.model import build_model
+from envs.world import visible_pose_names
+from learner.evaluation.evaluate import evaluate_encoder, evaluate_reference, render_probes
+from learner.evaluation.features import extract_features
+from learner.evaluation.references import reference_features
+from learner.evaluation.scores import METRIC_NAMES, evaluate_features
+from learner.evaluation.shortcut import probe_pairs_shortcut
+from learner.methods.base import TargetLayout
+from learner.methods.ciper import CiperSettings
+from learner.methods.registry import build_model
+from learner.nets.encoders import ENCODER_VERSION
+from learner.training.checkpoint import save_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -115,7 +114,7 @@ def pose_and_identity_features(probe: ProbeViews, n_objects: int) -> np.ndarray:
 
 def test_evaluate_features_scores_known_features():
     train, test = synthetic_probe(0, 12, seed=0), synthetic_probe(12, 6, seed=1)
-    kw = dict(env_id=envs.OBJECT_VIEW_ID, action_set="camera", probe_epochs=200, knn_k=5, seed=0)
+    kw = dict(world=scene_state, action_set="camera", probe_epochs=200, knn_k=5, seed=0)
     exact = evaluate_features(
         pose_and_identity_features(train, 18), train, pose_and_identity_features(test, 18), test, **kw
     )
@@ -143,7 +142,7 @@ def test_evaluate_features_scores_known_features():
 def test_evaluate_features_rejects_misaligned_features():
     train, test = synthetic_probe(0, 3, seed=0), synthetic_probe(3, 2, seed=1)
     with pytest.raises(ValueError, match="train_features.shape"):
-        evaluate_features(np.zeros((5, 4)), train, np.zeros((len(test), 4)), test, envs.OBJECT_VIEW_ID,
+        evaluate_features(np.zeros((5, 4)), train, np.zeros((len(test), 4)), test, scene_state,
                           "camera", probe_epochs=5, knn_k=5, seed=0)  # fmt: skip
 
 
@@ -157,11 +156,11 @@ def test_references_meet_their_calibration_bounds(make_config):
     """The instruments read true: the latent state scores near 1, noise near 0, and the
     scene's nuisances (floor, light) show no pose order inside an episode."""
     cfg = make_config(*CALIBRATION)
-    oracle = evaluate_reference("oracle", cfg)
+    oracle = evaluate_reference("oracle", cfg, scene_state)
     assert oracle["relative_pose_r2"] >= 0.9 and oracle["within_object_pose_spearman"] >= 0.9, oracle
-    noise = evaluate_reference("noise", cfg)
+    noise = evaluate_reference("noise", cfg, scene_state)
     assert abs(noise["relative_pose_r2"]) <= 0.05, noise
-    nuisance = evaluate_reference("nuisance", cfg)
+    nuisance = evaluate_reference("nuisance", cfg, scene_state)
     assert nuisance["within_object_pose_spearman"] <= 0.1, nuisance
     for scores in (oracle, noise, nuisance):
         assert 0.0 <= scores["shortcut_colour_top1"] <= 1.0
@@ -176,9 +175,8 @@ def test_oracle_reads_the_object_rotation_between_two_views():
     world-frame orientation in the pose it scored -0.5 to 0.2."""
     train = synthetic_probe(0, 360, seed=0, action_set="observer", episodes=2)
     test = synthetic_probe(360, 60, seed=1, action_set="observer", episodes=2)
-    env = envs.OBJECT_VIEW_ID
-    oracle = [reference_features("oracle", probe, env, 0) for probe in (train, test)]
-    scores = evaluate_features(oracle[0], train, oracle[1], test, env, "observer", probe_epochs=200, knn_k=20, seed=0)
+    oracle = [reference_features("oracle", probe, scene_state, 0) for probe in (train, test)]
+    scores = evaluate_features(oracle[0], train, oracle[1], test, scene_state, "observer", probe_epochs=200, knn_k=20, seed=0)
     rotation = [scores[f"relative_pose_r2/object_rot_{axis}"] for axis in "xyz"]
     assert min(rotation) >= 0.8, scores
     assert scores["relative_pose_r2"] >= 0.85, scores
@@ -186,7 +184,7 @@ def test_oracle_reads_the_object_rotation_between_two_views():
 
 def test_unknown_reference_is_named(make_config):
     with pytest.raises(ValueError, match="reference='oracel'"):
-        reference_features("oracel", synthetic_probe(0, 2, seed=0), envs.OBJECT_VIEW_ID, seed=0)
+        reference_features("oracel", synthetic_probe(0, 2, seed=0), scene_state, seed=0)
 
 
 def test_shortcut_diagnostic_sees_shared_colours_and_augmentation_breaks_them(make_config):
@@ -194,17 +192,26 @@ def test_shortcut_diagnostic_sees_shared_colours_and_augmentation_breaks_them(ma
              "env.image_size=16", "eval.views_per_object=8", "eval.objects_limit=16")  # fmt: skip
     views = render_probes(make_config(*plain).env, make_config(*plain).eval)[0]
     # SimCLR without augmentation: both views of a pair are the same image.
-    assert probe_pairs_shortcut(make_config(*plain), views) == 1.0
-    jittered = probe_pairs_shortcut(make_config(*plain, "method.augment_color=true", "method.jitter_p=1.0"), views)
+    assert probe_pairs_shortcut(make_config(*plain), scene_state, views) == 1.0
+    jittered = probe_pairs_shortcut(make_config(*plain, "method.augment_color=true", "method.jitter_p=1.0"), scene_state, views)
     assert jittered < 0.9
 
 
 # ---------------------------------------------------------------- encoder entry point and app
 
 
+# A ciper model with the small encoder of width 8, for 32 px views of the camera actions.
+TINY_ARCHITECTURE = {
+    "method": "ciper", "encoder": "small", "stem": "cifar", "width": 8, "proj_hidden": 64, "proj_dim": 32,
+    "pred_hidden": 64, "encoder_version": ENCODER_VERSION, "env_id": envs.OBJECT_VIEW_ID, "action_set": "camera",
+    "image_size": 32, "target": TargetLayout(scene_state.relative_action_names("camera"), (False,) * 4, 4,
+                                             visible_pose_names(scene_state), 12).record(),
+}  # fmt: skip
+
+
 def tiny_model() -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model("ciper", "small", 4, 64, 32, 64, width=8)
+    return build_model(TINY_ARCHITECTURE, CiperSettings())
 
 
 def test_extract_features_keeps_the_model_mode():
@@ -219,19 +226,16 @@ def test_extract_features_keeps_the_model_mode():
 def test_evaluate_encoder_end_to_end(tmp_path):
     env_cfg = EnvConfig(image_size=32)
     eval_cfg = EvalConfig(views_per_object=8, probe_epochs=10, knn_k=5)
-    results = evaluate_encoder(tiny_model(), env_cfg, eval_cfg, "cpu", tmp_path, objects_limit=6)
+    results = evaluate_encoder(tiny_model(), scene_state, env_cfg, eval_cfg, "cpu", tmp_path, objects_limit=6)
     assert set(METRIC_NAMES) <= set(results)
     assert all(math.isfinite(v) for k, v in results.items() if k != "shortcut_colour_top1"), results
     assert (tmp_path / "embedding_test_objects.png").stat().st_size > 0
 
 
 def _save_tiny_checkpoint(path: Path) -> Path:
-    architecture = {
-        "method": "ciper", "encoder": "small", "stem": "cifar", "width": 8, "proj_hidden": 64,
-        "proj_dim": 32, "pred_hidden": 64, "action_dim": 4, "env_id": envs.OBJECT_VIEW_ID,
-        "action_set": "camera", "image_size": 32, "encoder_version": ENCODER_VERSION,
-    }  # fmt: skip
-    return save_checkpoint(path, {"architecture": architecture, "model": tiny_model().state_dict()})
+    payload = {"architecture": TINY_ARCHITECTURE, "method_settings": dataclasses.asdict(CiperSettings()),
+               "model": tiny_model().state_dict()}  # fmt: skip
+    return save_checkpoint(path, payload)
 
 
 def _ciper_eval(*overrides: str) -> subprocess.CompletedProcess:

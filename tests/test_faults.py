@@ -36,8 +36,8 @@ from agent.shards import (
     verify_shard,
 )
 from conf.compose import compose_config
-from learner.checkpoint import load_checkpoint
-from learner.train import train
+from learner.training.checkpoint import load_checkpoint
+from learner.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Tests of learner.losses against references computed another way."""
+"""Tests of learner.methods.losses against references computed another way."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from learner.losses import (
+from learner.methods.losses import (
     ActionNormalizer,
     action_prediction_loss,
     nt_xent,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from learner import metrics, plots
+from learner.evaluation import metrics, plots, shortcut
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -121,7 +121,7 @@ def test_within_group_correlation_ranks_pose_and_ignores_what_differs_between_gr
 def test_colour_histograms_count_joint_rgb_bins():
     views = np.zeros((1, 2, 2, 3), np.uint8)
     views[0, 0, 0] = (255, 0, 0)
-    hist = metrics.colour_histograms(views, bins=2)
+    hist = shortcut.colour_histograms(views, bins=2)
     assert hist.shape == (1, 8) and hist[0, 0] == 0.75 and hist[0, 4] == 0.25
 
 
@@ -131,12 +131,12 @@ def test_positive_retrieval_is_high_when_pairs_share_colours_and_at_chance_other
     shared = np.broadcast_to(colours, (128, 8, 8, 3)).astype(np.uint8)
     noise = rng.integers(-20, 21, shared.shape)
     view_b = np.clip(shared.astype(int) + noise, 0, 255).astype(np.uint8)
-    hists_a, hists_b = metrics.colour_histograms(shared), metrics.colour_histograms(view_b)
-    assert metrics.positive_retrieval_top1(hists_a, hists_b, candidates=64) > 0.5
-    unrelated = metrics.colour_histograms(rng.integers(0, 256, (128, 8, 8, 3), dtype=np.uint8))
-    assert metrics.positive_retrieval_top1(hists_a, unrelated, candidates=64) < 0.1
+    hists_a, hists_b = shortcut.colour_histograms(shared), shortcut.colour_histograms(view_b)
+    assert shortcut.positive_retrieval_top1(hists_a, hists_b, candidates=64) > 0.5
+    unrelated = shortcut.colour_histograms(rng.integers(0, 256, (128, 8, 8, 3), dtype=np.uint8))
+    assert shortcut.positive_retrieval_top1(hists_a, unrelated, candidates=64) < 0.1
     with pytest.raises(ValueError, match="candidates=200"):
-        metrics.positive_retrieval_top1(hists_a, hists_b, candidates=200)
+        shortcut.positive_retrieval_top1(hists_a, hists_b, candidates=200)
 
 
 def test_pca_2d_preserves_distances_of_planar_data():

@@ -1,4 +1,4 @@
-"""Tests of the learner's model pieces: encoders, heads, CiperModel, method losses, augment."""
+"""Tests of the learner's model pieces: encoders, heads, the pair model and its methods, augment."""
 
 from __future__ import annotations
 
@@ -10,48 +10,46 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from conf.schema import MethodConfig
-from learner.augment import (
+from learner.data.augment import (
     COLOR_PARAMETERS,
     CROP_PARAMETERS,
     AugmentationSpec,
     ViewAugmentation,
     augmentation_spec,
-    normalize_images,
     relative_augmentation,
-    to_float_images,
 )
-from learner.encoders import ResNet18, SmallConvNet, build_encoder
-from learner.heads import mlp, prediction_head, projection_head
-from learner.model import METHODS, CiperModel, build_model, method_losses
+from learner.data.images import model_input, normalize_images, to_float_images
+from learner.methods.base import HeadWidths, PairTargets, PredictsAction, TargetLayout
+from learner.methods.registry import METHODS, method_class
+from learner.nets.encoders import ResNet18, SmallConvNet, build_encoder
+from learner.nets.heads import mlp, prediction_head, projection_head
+from learner.nets.pair_model import PairModel
 
 ACTION_DIM = 2
+LAYOUT = TargetLayout(("dx", "dy"), (False, False), ACTION_DIM, ("pose_x", "pose_y", "pose_z"), 3)
 
 
 def n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def tiny_model(method: str) -> CiperModel:
-    return build_model(
-        method,
-        "small",
-        ACTION_DIM,
-        proj_hidden=32,
-        proj_dim=16,
-        pred_hidden=32,
-        width=8,
-        out_dim=32,
-    )
+def tiny_model(method: str, **settings) -> PairModel:
+    encoder, feat_dim = build_encoder("small", width=8, out_dim=32)
+    cls, defaults = METHODS[method]
+    return PairModel(encoder, cls(dataclasses.replace(defaults, **settings), feat_dim, LAYOUT, HeadWidths((32,), 16, (32,))))
 
 
-def synthetic_pairs(n: int = 16, size: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Random views a; view b shifts channels 0 and 1 of a by the relative action."""
+def synthetic_pairs(n: int = 16, size: int = 32) -> tuple[torch.Tensor, PairTargets]:
+    """Random views a then views b (2N images); view b shifts channels 0 and 1 of a by the
+    relative action; each pair's object has a pose and one of 3 categories."""
     generator = torch.Generator().manual_seed(0)
     x_a = torch.rand(n, 3, size, size, generator=generator)
     action = torch.rand(n, ACTION_DIM, generator=generator) * 2 - 1
     x_b = x_a.clone()
     x_b[:, :ACTION_DIM] += 0.3 * action.view(n, ACTION_DIM, 1, 1)
-    return x_a, x_b, action
+    pose = torch.rand(2 * n, 3, generator=generator)
+    category = torch.arange(n).repeat(2) % 3
+    return torch.cat([x_a, x_b]), PairTargets(target=action, pose=pose, category=category)
 
 
 # --- encoders -------------------------------------------------------------------------
@@ -111,50 +109,36 @@ def test_projection_and_prediction_heads_shapes() -> None:
     assert predictor(torch.randn(4, 1024)).shape == (4, 7)
 
 
-# --- model and method losses ----------------------------------------------------------
+# --- the pair model and its methods ----------------------------------------------------
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_build_model_creates_only_needed_heads(method: str) -> None:
-    spec = METHODS[method]
+def test_every_method_returns_its_terms_and_a_scalar_loss(method: str) -> None:
     model = tiny_model(method)
-    assert (model.projector is not None) == spec.needs_projector
-    assert (model.predictor is not None) == spec.needs_predictor
-    assert (model.action_normalizer is not None) == spec.needs_predictor
-    x_a, x_b, action = synthetic_pairs(n=4, size=16)
-    out = model(x_a, x_b)
-    assert out["h_a"].shape == out["h_b"].shape == (4, 32)
-    assert ("z_a" in out) == spec.needs_projector
-    assert ("action_pred" in out) == spec.needs_predictor
-    losses = method_losses(method, out, action, model, temperature=0.1, prediction_weight=1.0)
-    expected_keys = {"loss"}
-    expected_keys |= {"contrastive"} if spec.needs_projector else set()
-    expected_keys |= {"prediction"} if spec.needs_predictor else set()
-    assert set(losses) == expected_keys
-    assert losses["loss"].shape == ()
+    images, targets = synthetic_pairs(n=4, size=16)
+    losses = model(images, targets)
+    assert "loss" in losses and all(value.shape == () for value in losses.values())
+    assert torch.isfinite(losses["loss"])
+    assert model.encode(images).shape == (8, 32)
 
 
 def test_ciper_loss_is_contrastive_plus_weighted_prediction() -> None:
-    model = tiny_model("ciper")
-    x_a, x_b, action = synthetic_pairs(n=4, size=16)
-    losses = method_losses("ciper", model(x_a, x_b), action, model, 0.1, prediction_weight=0.25)
+    model = tiny_model("ciper", prediction_weight=0.25)
+    losses = model(*synthetic_pairs(n=4, size=16))
+    assert set(losses) == {"contrastive", "prediction", "loss"}
     torch.testing.assert_close(losses["loss"], losses["contrastive"] + 0.25 * losses["prediction"])
 
 
 def test_unknown_method_is_named() -> None:
     with pytest.raises(ValueError, match=r"method='byol'.*'ciper'.*'predict'"):
-        tiny_model("byol")
-    model = tiny_model("ciper")
-    x_a, x_b, action = synthetic_pairs(n=4, size=16)
-    with pytest.raises(ValueError, match="method='byol'"):
-        method_losses("byol", model(x_a, x_b), action, model, 0.1, 1.0)
+        method_class("byol")
 
 
-def test_method_needing_missing_head_is_an_error() -> None:
-    model = tiny_model("simclr")
-    x_a, x_b, action = synthetic_pairs(n=4, size=16)
-    with pytest.raises(ValueError, match="method='ciper' needs action_pred"):
-        method_losses("ciper", model(x_a, x_b), action, model, 0.1, 1.0)
+def test_a_method_refuses_another_methods_settings() -> None:
+    encoder, feat_dim = build_encoder("small", width=8, out_dim=32)
+    ciper, _ = METHODS["ciper"]
+    with pytest.raises(TypeError, match="SimCLRSettings: Ciper expects CiperSettings"):
+        ciper(METHODS["simclr"][1], feat_dim, LAYOUT, HeadWidths((32,), 16, (32,)))
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -162,10 +146,10 @@ def test_loss_decreases_under_adam(method: str) -> None:
     torch.manual_seed(0)
     model = tiny_model(method).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    x_a, x_b, action = synthetic_pairs()
+    images, targets = synthetic_pairs()
     history = []
     for _ in range(20):
-        losses = method_losses(method, model(x_a, x_b), action, model, 0.1, 1.0)
+        losses = model(images, targets)
         optimizer.zero_grad()
         losses["loss"].backward()
         optimizer.step()
@@ -175,20 +159,22 @@ def test_loss_decreases_under_adam(method: str) -> None:
 
 def test_prediction_loss_reaches_predictor_and_encoder() -> None:
     model = tiny_model("predict")
-    x_a, x_b, action = synthetic_pairs(n=8, size=16)
-    method_losses("predict", model(x_a, x_b), action, model, 0.1, 1.0)["loss"].backward()
-    for part in (model.predictor, model.encoder):
+    model(*synthetic_pairs(n=8, size=16))["loss"].backward()
+    for part in (model.method.prediction, model.encoder):
         grads = [p.grad for p in part.parameters()]
         assert all(g is not None for g in grads)
         assert sum(g.abs().sum() for g in grads) > 0
 
 
-def test_contrastive_only_method_has_no_predictor() -> None:
-    model = tiny_model("simclr")
-    assert model.predictor is None and model.action_normalizer is None
-    assert not any(name.startswith("predictor") for name, _ in model.named_parameters())
-    with pytest.raises(ValueError, match="predictor and action_normalizer go together"):
-        CiperModel(nn.Identity(), predictor=nn.Linear(4, 2))
+def test_a_method_builds_only_its_own_heads() -> None:
+    simclr, ciper = tiny_model("simclr"), tiny_model("ciper")
+    assert not isinstance(simclr.method, PredictsAction) and isinstance(ciper.method, PredictsAction)
+    assert not any(name.startswith("method.prediction") for name, _ in simclr.named_parameters())
+    assert not any(name.startswith("method.projector") for name, _ in tiny_model("predict").named_parameters())
+    # The method records its per-pair action errors for the curious observer.
+    assert ciper.method.action_errors() is None
+    ciper(*synthetic_pairs(n=4, size=16))
+    assert ciper.method.action_errors().shape == (4,)
 
 
 # --- augmentations --------------------------------------------------------------------
@@ -279,10 +265,11 @@ def test_to_float_images_and_normalize() -> None:
     assert images.shape == (2, 3, 8, 6) and images.dtype == torch.float32
     assert images.is_contiguous() and images.device == views.device
     torch.testing.assert_close(images[1, 2, 3, 4], views[1, 3, 4, 2].float() / 255)
+    assert to_float_images(views, channels_last=True).is_contiguous(memory_format=torch.channels_last)
     mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-    normalised = to_float_images(views, mean, std, channels_last=True)
-    assert normalised.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(normalised, normalize_images(images, mean, std))
+    normalised = normalize_images(images, mean, std)
     torch.testing.assert_close(normalised[0, 1], (images[0, 1] - 0.4) / 0.25)
+    # The encoder's input: the project's constants, the same numbers in either memory format.
+    torch.testing.assert_close(model_input(views, channels_last=True), (images - 0.5) / 0.25)
     with pytest.raises(ValueError, match="uint8"):
         to_float_images(views.float())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from learner import plots
+from learner.evaluation import plots
 
 
 def saved_figure(monkeypatch) -> list[Figure]:
@@ -48,14 +48,16 @@ def test_embedding_plot_names_its_axes_and_keeps_the_legend_off_the_points(tmp_p
 
 
 def test_pca_axes_report_the_variance_they_explain_and_categories_have_names(make_config):
-    from learner.evaluation import category_names
-    from learner.metrics import pca_2d_explained
+    from envs import scene_state
+    from learner.evaluation.metrics import pca_2d_explained
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2000, 3)) * np.array([3.0, 1.0, 0.0])
     points, explained = pca_2d_explained(x)
     assert points.shape == (2000, 2)
     np.testing.assert_allclose(explained, [0.9, 0.1], atol=0.02)
-    names = category_names(make_config().env)
+    names = scene_state.category_names(make_config().env.catalog)
     assert "mug" in names and list(names) == sorted(names)
-    assert category_names(make_config("env.id=ciper/ImageView-v0").env) is None
+    from envs import image_state
+
+    assert image_state.category_names(None) == tuple(str(d) for d in range(10))  # the digits' classes

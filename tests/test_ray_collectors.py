@@ -129,7 +129,7 @@ def test_an_actor_that_keeps_failing_is_given_up_with_its_traceback(local_ray) -
 
 @pytest.mark.slow
 def test_a_tiny_online_run_trains_from_ray_actors(local_ray, make_config, tmp_path) -> None:
-    from learner.train import train
+    from learner.training.loop import train
 
     cfg = make_config(
         "collector=ray", "collector.num_workers=2", "collector.num_envs=2", "collector.vectorization=sync",

@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from learner import report
-from learner.evaluation import REFERENCES, pixel_features
-from learner.report_app import merged_overrides, passed_through, run_overrides
+from conf.app_common import flatten
+from learner.evaluation.references import REFERENCES, pixel_features
+from learner.report import tables as report
+from learner.report.jobs import merged_overrides, passed_through, run_overrides
 
 
 def synthetic(ciper: dict[str, list[float]], simclr: dict[str, list[float]]) -> dict:
@@ -53,7 +54,7 @@ def test_targets_pass_when_ciper_meets_every_one():
         simclr={"relative_pose_r2": [0.3, 0.32, 0.35], "category_top1_linear": [0.50, 0.51, 0.52],
                 "within_object_pose_spearman": [0.60, 0.61, 0.62]},
     )  # fmt: skip
-    checks = by_name(report.check_targets(per_seed))
+    checks = by_name(report.check_targets(per_seed, "ciper", "simclr"))
     assert [c.passed for c in checks.values()] == [True, True, True, None]  # no pixels row: learning undecidable
     assert "+0.277" in checks["equivariance"].detail  # 0.600 - 0.323
 
@@ -65,7 +66,7 @@ def test_targets_fail_on_each_threshold():
         simclr={"relative_pose_r2": [0.30, 0.30], "category_top1_linear": [0.50, 0.50],
                 "within_object_pose_spearman": [0.60, 0.61]},
     )  # fmt: skip
-    checks = by_name(report.check_targets(per_seed))
+    checks = by_name(report.check_targets(per_seed, "ciper", "simclr"))
     assert checks["equivariance"].passed is False  # +0.15 < +0.2
     assert checks["invariance"].passed is False  # 3 points below
     # d = (+0.10, -0.01): mean 0.045 < 2 sd (~0.156): above on average, not clearly.
@@ -80,11 +81,11 @@ def test_targets_at_the_boundaries_and_when_undecidable():
         simclr={"relative_pose_r2": [0.3], "category_top1_linear": [0.50],
                 "within_object_pose_spearman": [0.1]},
     )  # fmt: skip
-    checks = by_name(report.check_targets(per_seed))
+    checks = by_name(report.check_targets(per_seed, "ciper", "simclr"))
     assert checks["equivariance"].passed is True  # exactly +0.2 counts
     assert checks["invariance"].passed is True  # exactly 2 points below counts
     assert checks["hierarchy"].passed is None  # one seed: no spread of the difference
-    missing = by_name(report.check_targets({"ciper": per_seed["ciper"]}))
+    missing = by_name(report.check_targets({"ciper": per_seed["ciper"]}, "ciper", "simclr"))
     assert all(c.passed is None for c in missing.values())
 
 
@@ -130,7 +131,7 @@ def test_per_column_scores_get_their_own_table_and_shortcut_ranks_low_first():
 def test_markdown_report_and_payload_carry_targets_and_plots():
     per_seed = synthetic(ciper={"relative_pose_r2": [0.1, 0.2]}, simclr={"relative_pose_r2": [0.3, 0.2]})
     table = report.summarise(per_seed)
-    targets = report.check_targets(per_seed)
+    targets = report.check_targets(per_seed, "ciper", "simclr")
     text = report.markdown_report(table, targets, setup=["2 seeds"], plots={"losses": "loss_curves.png"})
     assert "## Targets" in text and "**FAIL** equivariance" in text and "**UNDECIDED** invariance" in text
     assert "![losses](loss_curves.png)" in text and "- 2 seeds" in text
@@ -141,7 +142,7 @@ def test_markdown_report_and_payload_carry_targets_and_plots():
 
 
 def test_run_overrides_layer_preset_user_then_report_keys(make_config):
-    cfg = make_config("report=quick", "report.steps=7", "report.simclr_tt_offset=3")
+    cfg = make_config("report=quick", "report.steps=7", "+report.method_overrides.simclr_tt=['method.time_offset=3']")
     user = passed_through(["env.image_size=32", "report.steps=9", "hydra.run.dir=x", "train.steps=99",
                            "eval.probe_epochs=3"])  # fmt: skip
     assert user == ["env.image_size=32", "train.steps=99", "eval.probe_epochs=3"]
@@ -149,6 +150,9 @@ def test_run_overrides_layer_preset_user_then_report_keys(make_config):
     assert "train.steps=7" in overrides and "train.steps=99" not in overrides  # the report's budget wins
     assert "eval.probe_epochs=3" in overrides  # the user's wins over the preset's
     assert {"method=simclr_tt", "train.seed=2", "method.time_offset=3", "env.image_size=32"} <= set(overrides)
+    # A user's method key goes only to the methods that have it.
+    assert "method.prediction_weight=2" in run_overrides(cfg, ["method.prediction_weight=2"], "ciper", 0, None)
+    assert "method.prediction_weight=2" not in run_overrides(cfg, ["method.prediction_weight=2"], "simclr", 0, None)
     assert merged_overrides(["a=1", "+b=2"], ["b=3"]) == ["a=1", "b=3"]
     composed = make_config(*overrides)
     assert (composed.method.name, composed.method.time_offset, composed.train.steps) == ("simclr_tt", 3, 7)
@@ -162,7 +166,7 @@ def test_pixel_features_downsample_and_scale():
 
 @pytest.mark.slow
 def test_report_end_to_end_writes_table_plots_and_resumes(tmp_path, make_config):
-    from learner.report_app import build_report
+    from learner.report.builder import build_report
 
     # Kept cheap (two methods, one seed, 4 steps, 12 objects per split): the code paths, not the numbers.
     user = ["env.image_size=32", "env.episode_steps=16", "model.width=8", "model.proj_hidden=64",
@@ -217,7 +221,7 @@ def test_report_end_to_end_writes_table_plots_and_resumes(tmp_path, make_config)
 def test_a_run_folder_made_with_another_config_is_refused(tmp_path, make_config):
     from omegaconf import OmegaConf
 
-    from learner.report_app import check_same_config
+    from learner.report.jobs import check_same_config
 
     OmegaConf.save(make_config("train.steps=10"), tmp_path / "config.yaml")
     check_same_config(tmp_path, make_config("train.steps=10"))
@@ -233,7 +237,7 @@ def test_paired_differences_table_has_each_seed_mean_sd_and_ratio():
     assert np.allclose(d, [0.3, 0.2, 0.4])
     assert c.mean == pytest.approx(0.3) and c.std == pytest.approx(0.1) and c.n == 3
     assert cells["category_top1_linear"][0].mean == pytest.approx(0.0)
-    lines = report.markdown_paired(per_seed).splitlines()
+    lines = report.markdown_paired(per_seed, "ciper", "simclr").splitlines()
     assert lines[0] == "| metric | ciper − simclr per seed | mean ± sd | mean / sd |"
     assert "| relative_pose_r2 | +0.300, +0.200, +0.400 | 0.300 ± 0.100 | +3.0 |" in lines
 
@@ -241,18 +245,18 @@ def test_paired_differences_table_has_each_seed_mean_sd_and_ratio():
 def test_learning_target_needs_simclr_ten_points_above_raw_pixels():
     per_seed = synthetic(ciper={"category_top1_linear": [0.30, 0.32]}, simclr={"category_top1_linear": [0.25, 0.27]})
     per_seed["pixels"] = {0: {"category_top1_linear": 0.15}}
-    assert by_name(report.check_targets(per_seed))["learning"].passed is True  # 26% vs 15%: +11 points
+    assert by_name(report.check_targets(per_seed, "ciper", "simclr"))["learning"].passed is True  # 26% vs 15%: +11 points
     per_seed["pixels"] = {0: {"category_top1_linear": 0.17}}
-    check = by_name(report.check_targets(per_seed))["learning"]
+    check = by_name(report.check_targets(per_seed, "ciper", "simclr"))["learning"]
     assert check.passed is False and "+9.0 points" in check.detail
-    assert by_name(report.check_targets({k: v for k, v in per_seed.items() if k != "pixels"}))["learning"].passed is None
+    assert by_name(report.check_targets({k: v for k, v in per_seed.items() if k != "pixels"}, "ciper", "simclr"))["learning"].passed is None
 
 
 def test_settings_lines_list_shared_values_per_section_and_name_the_runs_that_differ():
     configs = {
-        "ciper_seed0": report.flat_config({"env": {"image_size": 32}, "method": {"name": "ciper", "time_offset": 1},
+        "ciper_seed0": flatten({"env": {"image_size": 32}, "method": {"name": "ciper", "time_offset": 1},
                                            "train": {"seed": 0}, "view": {"rows": 4}}),
-        "simclr_seed0": report.flat_config({"env": {"image_size": 32}, "method": {"name": "simclr", "time_offset": 0},
+        "simclr_seed0": flatten({"env": {"image_size": 32}, "method": {"name": "simclr", "time_offset": 0},
                                             "train": {"seed": 0}, "view": {"rows": 9}}),
     }  # fmt: skip
     assert configs["ciper_seed0"]["method.time_offset"] == 1
@@ -265,7 +269,7 @@ def test_settings_lines_list_shared_values_per_section_and_name_the_runs_that_di
 
 
 def test_report_progress_counts_steps_and_evaluations():
-    from learner.report_app import EVALUATION_STEPS, Job, StepProgress, job_weight
+    from learner.report.jobs import EVALUATION_STEPS, Job, StepProgress, job_weight
 
     assert job_weight(Job("ciper", 0), 300) == 300 + EVALUATION_STEPS
     assert job_weight(Job("pixels", 0, reference=True), 300) == EVALUATION_STEPS
@@ -288,7 +292,7 @@ def test_presets_compose_validate_and_build_every_run(preset, make_config, tmp_p
     """Every run of a preset composes, validates, and its learner's augmentation accepts the env."""
     from conf.validate import validate_config
     from envs import world_module
-    from learner.augment import augmentation_spec
+    from learner.data.augment import augmentation_spec
 
     cfg = make_config(f"report={preset}")
     validate_config(cfg)
@@ -300,7 +304,7 @@ def test_presets_compose_validate_and_build_every_run(preset, make_config, tmp_p
         names = [d.name for d in world_module(str(run.env.id)).action_dims(str(run.env.action_set))]
         augmentation_spec(run.method, names, str(run.env.action_set))  # raises if they double up
         if method == "simclr":
-            assert run.method.time_offset == cfg.report.simclr_offset
+            assert run.method.time_offset == (1 if preset == "static" else 0)
 
 
 def test_static_and_objects_presets_are_the_issue_setups(make_config):

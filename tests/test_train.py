@@ -10,9 +10,10 @@ import torch
 from hydra.errors import ConfigCompositionException
 
 import envs
-import learner.train as train_module
-from learner.checkpoint import load_checkpoint, load_model, save_checkpoint
-from learner.train import TrainingDiverged, train
+import learner.training.learner as learner_module
+from learner.nets.pair_model import PairModel
+from learner.training.checkpoint import load_checkpoint, load_model, save_checkpoint
+from learner.training.loop import TrainingDiverged, train
 
 TINY = ("env.image_size=32", "model.width=8", "model.proj_hidden=64", "model.proj_dim=32",
         "model.pred_hidden=64", "train.batch_size=32", "train.evaluate=false", "train.mode=offline",
@@ -57,12 +58,12 @@ def test_stop_and_resume_gives_the_same_losses_as_an_uninterrupted_run(make_conf
 
 @pytest.mark.parametrize(("method", "offsets"), [("simclr", {0}), ("simclr_tt", {1, 2, 3, 4}), ("ciper", {1})])
 def test_each_method_trains_on_its_own_pairs(make_config, tiny_dataset, method, offsets):
-    from learner.pair_sources import make_pair_source
+    from learner.data.pair_sources import make_pair_source
 
     cfg = offline(make_config, tiny_dataset, f"method={method}", "train.batch_size=256")
     # Every method sees the standard augmentations (SimCLR, SimCLR-TT, CIPER alike).
     assert cfg.method.augment_crop and cfg.method.augment_color
-    source = make_pair_source(cfg, seed=0)
+    source = make_pair_source(cfg, envs.world_module(cfg.env.id), seed=0)
     try:
         pairs = source.next_pairs()
     finally:
@@ -73,21 +74,22 @@ def test_each_method_trains_on_its_own_pairs(make_config, tiny_dataset, method, 
 
 
 def test_augmentation_parameters_reach_the_prediction_target(make_config, tiny_dataset, tmp_path, monkeypatch):
-    from learner.augment import COLOR_PARAMETERS, CROP_PARAMETERS, ViewAugmentation
+    from learner.data.augment import COLOR_PARAMETERS, CROP_PARAMETERS, ViewAugmentation
 
     seen = {}
-    real_forward, real_losses = ViewAugmentation.forward, train_module.method_losses
+    real_forward, real_targets = ViewAugmentation.forward, learner_module.pair_targets
 
     def recording_forward(self, images):
         seen["images"], seen["parameters"] = real_forward(self, images)
         return seen["images"], seen["parameters"]
 
-    def recording_losses(method, out, target, *args, **kwargs):
-        seen["target"] = target
-        return real_losses(method, out, target, *args, **kwargs)
+    def recording_targets(*args, **kwargs):
+        targets = real_targets(*args, **kwargs)
+        seen["target"] = targets.target
+        return targets
 
     monkeypatch.setattr(ViewAugmentation, "forward", recording_forward)
-    monkeypatch.setattr(train_module, "method_losses", recording_losses)
+    monkeypatch.setattr(learner_module, "pair_targets", recording_targets)
     cfg = offline(make_config, tiny_dataset, "method=ciper", "train.steps=1", "method.augment_flip=true")
     metrics = train(cfg, tmp_path / "run")
     assert metrics["prediction_target"][-10:] == [f"delta_{n}" for n in (*CROP_PARAMETERS, "flip", *COLOR_PARAMETERS)]
@@ -97,7 +99,7 @@ def test_augmentation_parameters_reach_the_prediction_target(make_config, tiny_d
     torch.testing.assert_close(target[:, a:], params[n:] - params[:n])
     assert (target[:, a:].abs().sum(0) > 0).all()  # every column varies: each augmentation is drawn
     payload = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
-    assert payload["architecture"]["action_dim"] == a + 10 and payload["augment_generator"] is not None
+    assert len(payload["architecture"]["target"]["names"]) == a + 10 and payload["augment_generator"] is not None
 
 
 def test_checkpoint_of_another_architecture_is_named(make_config, tiny_dataset, tmp_path):
@@ -121,7 +123,7 @@ def test_checkpoint_of_an_older_encoder_version_is_named(make_config, tiny_datas
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(make_config, tiny_dataset, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
-    real = train_module.method_losses
+    real = PairModel.forward
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -131,7 +133,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(make_confi
             losses["loss"] = losses["loss"] * float("nan")
         return losses
 
-    monkeypatch.setattr(train_module, "method_losses", poisoned)
+    monkeypatch.setattr(PairModel, "forward", poisoned)
     cfg = offline(make_config, tiny_dataset, "train.steps=10", "train.checkpoint_every=4")
     with pytest.raises(TrainingDiverged, match="at step 6"):
         train(cfg, run_dir)
@@ -203,13 +205,19 @@ def test_image_view_with_a_discrete_flip_column_trains_online(make_config, tmp_p
 
 
 def test_discrete_columns_are_classified_not_regressed():
-    from learner.model import build_model, method_losses
+    from learner.methods.action_prediction import ActionPrediction
+    from learner.methods.base import TargetLayout
 
-    model = build_model("predict", "small", action_dim=3, proj_hidden=8, proj_dim=4, pred_hidden=8,
-                        discrete_columns=[False, False, True], width=4)  # fmt: skip
-    out = {"action_pred": torch.tensor([[0.0, 0.0, 20.0], [0.0, 0.0, -20.0]])}
+    layout = TargetLayout(("a", "b", "flip"), (False, False, True), 3, ("pose",), 1)
+    prediction = ActionPrediction(feat_dim=2, hidden=(8,), layout=layout)
+
+    class FixedPrediction(torch.nn.Module):
+        def forward(self, features):
+            return torch.tensor([[0.0, 0.0, 20.0], [0.0, 0.0, -20.0]])
+
+    prediction.head = FixedPrediction()
     target = torch.tensor([[1.0, -1.0, 1.0], [-1.0, 1.0, 0.0]])
-    loss = method_losses("predict", out, target, model, temperature=0.1, prediction_weight=1.0)
+    loss = prediction(torch.zeros(2, 2), torch.zeros(2, 2), target)
     # confident and right on the flip column: only the regression part (normalised targets
     # are +-1, predictions 0 -> MSE 1) remains
-    assert loss["prediction"].item() == pytest.approx(1.0, abs=1e-3)
+    assert loss.item() == pytest.approx(1.0, abs=1e-3)

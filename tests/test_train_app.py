@@ -92,7 +92,7 @@ def test_ctrl_c_on_online_training_checkpoints_and_prints_the_resume_line(tmp_pa
 def test_evaluation_scores_go_to_tensorboard_beside_the_losses(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from learner.train import log_eval_scalars
+    from learner.training.run_log import log_eval_scalars
 
     log_eval_scalars(tmp_path, {"category_top1": 0.25, "relative_pose_r2": -0.5, "note": "text"}, step=7)
     events = EventAccumulator(str(tmp_path / "tensorboard"))

@@ -20,10 +20,10 @@ from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 
 from conf.schema import CiperConfig
-from learner.distributed import DistributedContext
-from learner.pair_sources import PairSource
+from learner.data.pair_sources import PairSource
+from learner.training.distributed import DistributedContext
 
-log = logging.getLogger("learner.train")  # the progress lines keep the logger they always had
+log = logging.getLogger("learner.training.loop")  # the progress lines, with the loop's
 
 
 @dataclass

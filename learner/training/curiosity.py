@@ -1,8 +1,8 @@
 """``policy=curious``, learner side: fit the error model from the batches trained on.
 
-:class:`CuriosityCallback` (a ``learner.train.StepCallback``) reads, at no extra forward
-cost, the per-pair errors of the prediction head on the very batch it has just trained on
-(forward hooks on the head and on the target normaliser), turns each offset-1 pair's
+:class:`CuriosityCallback` (a ``learner.training.loop.StepCallback``) reads, at no extra
+forward cost, the per-pair errors of the method's action prediction on the very batch it has
+just trained on (``learner.methods.base.PredictsAction``), turns each offset-1 pair's
 relative change into the normalised action that produced it
 (``relative_change / action_max_steps``), feeds :class:`agent.curious.ErrorModelFitter` and
 publishes the fit every ``policy.curious_refresh_steps`` steps to
@@ -15,11 +15,10 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
-import envs
 from agent.atomic_files import write_bytes_atomic
 from agent.curious import (
     MIN_SAMPLES,
@@ -31,34 +30,36 @@ from agent.curious import (
     model_path_of,
     publish_error_model,
 )
-
-if TYPE_CHECKING:
-    from agent.view_pairs import ViewPairs
-    from conf.schema import CiperConfig
-    from learner.train import Learner
+from agent.view_pairs import ViewPairs
+from conf.schema import CiperConfig
+from envs.world import World
+from learner.data.images import model_input
+from learner.methods.base import PredictsAction
+from learner.methods.registry import predicts_action
+from learner.training.learner import Learner
 
 log = logging.getLogger(__name__)
 
 
 class CuriosityCallback:
-    """``learner.train.StepCallback`` that fits and publishes the error model.
+    """``learner.training.loop.StepCallback`` that fits and publishes the error model.
 
-    Per-pair errors are the squared errors of the head's prediction against the
-    normalised target, averaged over the continuous target columns, captured by forward
-    hooks during the training step itself (before its update). When the hooks saw nothing
-    (the first step, before they exist; or a ``torch.compile``d model that bypasses them)
-    one no-grad eval-mode forward of the batch, without augmentation, replaces them. Only
-    pairs one step apart are used: their relative change is the action that was taken.
-    Only rank 0 fits and publishes; the other ranks' collectors read the same file.
+    Per-pair errors are the squared errors of the method's action prediction against the
+    normalised target, averaged over the continuous action columns, as the method recorded
+    them during the training step itself (before its update). When they do not match the
+    batch (none recorded yet, or a compiled model that skipped the record) one no-grad
+    eval-mode forward of the batch, without augmentation, replaces them. Only pairs one step
+    apart are used: their relative change is the action that was taken. Only rank 0 fits and
+    publishes; the other ranks' collectors read the same file.
     """
 
     def __init__(
-        self, env_id: str, action_set: str, model_path: str | Path, refresh_steps: int, seed: int = 0,
+        self, world: World, action_set: str, model_path: str | Path, refresh_steps: int, seed: int = 0,
         min_samples: float = MIN_SAMPLES,
     ) -> None:  # fmt: skip
         if refresh_steps < 1:
             raise ValueError(f"policy.curious_refresh_steps={refresh_steps!r}: expected an int >= 1")
-        self.world = envs.world_module(env_id)
+        self.world = world
         self.action_set = action_set
         self.max_steps = self.world.action_max_steps(action_set)
         self.model_path = Path(model_path)
@@ -70,8 +71,6 @@ class CuriosityCallback:
         self.version = self._last_version()
         self.publications = 0
         self.forward_fallbacks = 0
-        self._captured: dict[str, Any] = {}
-        self._hooked = False
 
     def _last_version(self) -> int:
         # A resumed run keeps numbering where the previous invocation stopped.
@@ -83,13 +82,14 @@ class CuriosityCallback:
     def on_step(self, step: int, learner: Learner, pairs: ViewPairs) -> None:
         if not learner.context.is_main:
             return
-        if not self._hooked:
-            self._attach(learner)
-        predicted, target = self._captured.pop("predicted", None), self._captured.pop("target", None)
-        if predicted is None or target is None or predicted.shape[0] != len(pairs):
+        method = learner.model.method
+        if not isinstance(method, PredictsAction):
+            raise ValueError(f"method={learner.cfg.method.name!r} predicts no action: policy=curious needs one that does")
+        errors = method.action_errors()
+        if errors is None or errors.shape[0] != len(pairs):
             self.forward_fallbacks += 1
-            predicted, target = self._forward(learner, pairs)
-        errors = self._pair_errors(learner, predicted, target)
+            errors = self._forward(learner, pairs)
+        errors = errors.cpu().numpy().astype(np.float64)
         one_step = np.asarray(pairs.offset) == 1
         if one_step.any():
             change = self.world.relative_change(pairs.state_a[one_step], pairs.state_b[one_step], self.action_set)
@@ -110,63 +110,32 @@ class CuriosityCallback:
         log.debug("published error model v%d at step %d", model.version, step)
         return model
 
-    def _attach(self, learner: Learner) -> None:
-        model = learner.model
-        if model.predictor is None or model.action_normalizer is None:
-            raise ValueError(f"method={learner.cfg.method.name!r} has no prediction head: policy=curious needs one")
-
-        def keep(name: str):
-            def hook(module: Any, inputs: Any, output: Any) -> None:
-                self._captured[name] = output.detach()
-
-            return hook
-
-        model.predictor.register_forward_hook(keep("predicted"))
-        model.action_normalizer.register_forward_hook(keep("target"))
-        self._hooked = True
-
-    def _forward(self, learner: Learner, pairs: ViewPairs) -> tuple[Any, Any]:
-        import torch
-
-        from learner.augment import normalize_images, to_float_images
-        from learner.normalization import IMAGE_MEAN, IMAGE_STD
-
+    @staticmethod
+    def _forward(learner: Learner, pairs: ViewPairs) -> torch.Tensor:
+        """The method's per-pair action errors of ``pairs`` from one no-grad eval-mode forward
+        without augmentation: it would advance the learner's augmentation generator and
+        change the batches of a resumed run. Unaugmented views' augmentation columns of the
+        target are 0 (no change)."""
         model, n = learner.model, len(pairs)
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
                 views = torch.from_numpy(np.concatenate([pairs.view_a, pairs.view_b])).to(learner.device)
-                # No augmentation: it would advance the learner's augmentation generator and
-                # change the batches of a resumed run.
-                images = normalize_images(to_float_images(views, channels_last=learner.channels_last), IMAGE_MEAN, IMAGE_STD)
-                out = model(images[:n], images[n:])
-                action = torch.from_numpy(pairs.relative_action).to(learner.device)
-                # Unaugmented views: the augmentation columns of the target are 0 (no change).
-                target = model.action_normalizer(torch.cat([action, action.new_zeros(n, learner.target_dim - action.shape[1])], 1))
+                images = model_input(views, channels_last=learner.channels_last)
+                unaugmented = torch.zeros(2 * n, learner.layout.dim - learner.layout.action_dim, device=learner.device)
+                model(images, learner.targets(pairs, unaugmented if unaugmented.shape[1] else None))
         finally:
             model.train(was_training)
-        self._captured.clear()  # the hooks saw this forward too
-        return out["action_pred"], target
-
-    @staticmethod
-    def _pair_errors(learner: Learner, predicted: Any, target: Any) -> np.ndarray:
-        # The policy chooses actions: only the action columns count, not the augmentation's.
-        squared = ((predicted.float() - target.float()) ** 2)[:, : learner.action_dim]  # (N, A)
-        discrete = learner.model.discrete_columns
-        if discrete is not None and bool(discrete[: learner.action_dim].any()):
-            squared = squared[:, ~discrete[: learner.action_dim]]  # two-valued columns are logits, not regressions
-        return squared.mean(dim=1).cpu().numpy().astype(np.float64)
+        return model.method.action_errors()
 
 
 # ---------------------------------------------------------------- wiring
 
 
 def _check_curious_config(cfg: CiperConfig) -> None:
-    from learner.model import method_spec  # torch: only in the learner process
-
     method = cfg.method.name
-    if not method_spec(method).needs_predictor:
+    if not predicts_action(method):
         raise ValueError(
             f"method={method!r} has no prediction head: policy=curious scores actions by the "
             "prediction head's error; use method=ciper or method=predict, or another policy"
@@ -186,11 +155,12 @@ def curious_policy_factory(cfg: CiperConfig, run_dir: str | Path) -> CuriousPoli
     return CuriousPolicyFactory(str(model_path_of(run_dir)), cfg.env.id)
 
 
-def curious_training(cfg: CiperConfig, run_dir: str | Path) -> tuple[CuriousPolicyFactory, CuriosityCallback]:
-    """``(policy_factory, callback)`` for ``train(cfg, run_dir, policy_factory=..., callbacks=[callback])``."""
+def curious_training(cfg: CiperConfig, world: World, run_dir: str | Path) -> tuple[CuriousPolicyFactory, CuriosityCallback]:
+    """``(policy_factory, callback)`` for ``train(cfg, run_dir, policy_factory=..., callbacks=[callback])``;
+    ``world`` is the world of ``cfg.env.id``."""
     factory = curious_policy_factory(cfg, run_dir)
     callback = CuriosityCallback(
-        cfg.env.id, cfg.env.action_set, factory.model_path,
+        world, cfg.env.action_set, factory.model_path,
         refresh_steps=cfg.policy.curious_refresh_steps, seed=cfg.train.seed,
     )  # fmt: skip
     return factory, callback

@@ -18,17 +18,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
-import envs
+from agent.background import BackgroundCollectors
+from agent.dataset import ViewPairDataset
+from agent.replay_buffer import ReplayBuffer
 from agent.view_pairs import ViewPairs
-from conf.schema import CiperConfig, EnvConfig
+from conf.schema import CiperConfig
+from envs.world import World
 
 log = logging.getLogger(__name__)
 
 
 class PairSource(Protocol):
     """A stream of pair batches for the training loop."""
-
-    action_dim: int  # columns of relative_action
 
     def next_pairs(self) -> ViewPairs: ...
 
@@ -41,14 +42,9 @@ class PairSource(Protocol):
     def close(self) -> None: ...
 
 
-def relative_action_fn(env_cfg: EnvConfig):
-    """The picklable relative-action function of the configured env and action set."""
-    world = envs.world_module(env_cfg.id)
-    return functools.partial(world.relative_action, action_set=env_cfg.action_set)
-
-
-def relative_action_dim(env_cfg: EnvConfig) -> int:
-    return len(envs.world_module(env_cfg.id).relative_action_names(env_cfg.action_set))
+def relative_action_fn(world: World, action_set: str):
+    """The picklable relative-action function of ``world`` under ``action_set``."""
+    return functools.partial(world.relative_action, action_set=action_set)
 
 
 class _Prefetcher:
@@ -130,12 +126,13 @@ class _PrefetchedSource:
 class DatasetPairSource(_PrefetchedSource):
     """Pairs from a dataset written by ``ciper-rollout`` (offline training)."""
 
-    def __init__(self, root: str, env_cfg: EnvConfig, batch_size: int, min_offset: int, max_offset: int, seed: int) -> None:
-        from agent.dataset import ViewPairDataset
-
+    def __init__(
+        self, root: str, world: World, env_cfg: Any, batch_size: int, min_offset: int, max_offset: int, seed: int
+    ) -> None:
         self.dataset = ViewPairDataset(
-            root, min_offset=min_offset, max_offset=max_offset, seed=seed, relative_action_fn=relative_action_fn(env_cfg)
-        )
+            root, min_offset=min_offset, max_offset=max_offset, seed=seed,
+            relative_action_fn=relative_action_fn(world, env_cfg.action_set),
+        )  # fmt: skip
         saved_env = self.dataset.header["env"]
         for key in ("id", "action_set", "image_size"):
             if str(saved_env.get(key)) != str(getattr(env_cfg, key)):
@@ -143,7 +140,6 @@ class DatasetPairSource(_PrefetchedSource):
                     f"dataset {root} was made with env.{key}={saved_env.get(key)!r} but the config has "
                     f"env.{key}={getattr(env_cfg, key)!r}: pass the dataset's value"
                 )
-        self.action_dim = relative_action_dim(env_cfg)
         self._prefetch = _Prefetcher(lambda rng: self.dataset.sample_pairs(batch_size, rng), seed)
 
     def stats(self) -> dict[str, float]:
@@ -160,13 +156,8 @@ class OnlinePairSource(_PrefetchedSource):
     runs ahead of the renderers it waits, so no view is reused more than the ratio allows.
     """
 
-    def __init__(self, cfg: CiperConfig, seed: int, policy_factory=None) -> None:
-        from agent.background import BackgroundCollectors
-        from agent.replay_buffer import ReplayBuffer
-
+    def __init__(self, cfg: CiperConfig, world: World, seed: int, policy_factory=None) -> None:
         env_cfg = cfg.env
-        world = envs.world_module(env_cfg.id)
-        self.action_dim = relative_action_dim(env_cfg)
         self.batch_size = cfg.train.batch_size
         self.replay_ratio = cfg.train.replay_ratio
         self.warmup_views = cfg.buffer.warmup_views
@@ -181,7 +172,7 @@ class OnlinePairSource(_PrefetchedSource):
             num_partitions=cfg.collector.num_workers,
             min_offset=self.min_offset,
             max_offset=max_offset,
-            relative_action_fn=relative_action_fn(env_cfg),
+            relative_action_fn=relative_action_fn(world, env_cfg.action_set),
         )
         kind, collectors_class, ray_options = cfg.collector.kind, BackgroundCollectors, {}
         if kind == "ray":
@@ -243,16 +234,16 @@ def pair_offsets(cfg: CiperConfig) -> tuple[int, int]:
     return min(cfg.buffer.min_offset, high), high
 
 
-def make_pair_source(cfg: CiperConfig, seed: int, policy_factory=None) -> PairSource:
-    """The pair source ``train.mode`` asks for."""
+def make_pair_source(cfg: CiperConfig, world: World, seed: int, policy_factory=None) -> PairSource:
+    """The pair source ``train.mode`` asks for, of ``world`` (the world of ``cfg.env.id``)."""
     mode = cfg.train.mode
     if mode == "offline":
         if not cfg.train.dataset:
             raise ValueError("train.mode=offline needs train.dataset=PATH (a folder written by ciper-rollout)")
         return DatasetPairSource(
-            cfg.train.dataset, cfg.env, cfg.train.batch_size,
+            cfg.train.dataset, world, cfg.env, cfg.train.batch_size,
             *pair_offsets(cfg), seed=seed,
         )  # fmt: skip
     if mode == "online":
-        return OnlinePairSource(cfg, seed, policy_factory)
+        return OnlinePairSource(cfg, world, seed, policy_factory)
     raise ValueError(f"train.mode={mode!r}: expected 'online' or 'offline'")

@@ -10,24 +10,21 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from conf.schema import CiperConfig
 from conf.typed import plain_config
-from learner.checkpoint import (
+from learner.data.pair_sources import PairSource
+from learner.training.checkpoint import (
     check_architecture,
     load_checkpoint,
     restore_rng_states,
     rng_states,
     save_checkpoint,
 )
-from learner.distributed import DistributedContext, all_gather_objects, barrier
-from learner.pair_sources import PairSource
+from learner.training.distributed import DistributedContext, all_gather_objects, barrier
+from learner.training.learner import Learner
 
-if TYPE_CHECKING:
-    from learner.train import Learner
-
-log = logging.getLogger("learner.train")  # the run's log lines keep the logger they always had
+log = logging.getLogger("learner.training.loop")  # the run's log lines, with the loop's
 
 
 class RunCheckpoint:

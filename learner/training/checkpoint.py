@@ -1,9 +1,10 @@
 """Checkpoints that are safe to share: written atomically, read with ``weights_only=True``.
 
 A checkpoint holds the model, optimiser and schedule state, the step, every RNG state
-needed for an exact resume, and an ``architecture`` record (method, encoder, heads, action
-and image sizes). Loading never unpickles arbitrary objects, and loading into a model of
-another architecture fails with the keys that differ.
+needed for an exact resume, an ``architecture`` record (method, encoder, heads, target
+columns, the world and image size) and the method's settings, from which
+``learner.methods.registry`` rebuilds any method. Loading never unpickles arbitrary objects,
+and loading into a model of another architecture fails with the keys that differ.
 """
 
 from __future__ import annotations
@@ -13,54 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
-import envs
 from agent.atomic_files import write_bytes_atomic
-from conf.schema import CiperConfig
-from learner.encoders import ENCODER_VERSION
-from learner.model import CiperModel, build_model
+from learner.methods.registry import build_model, settings_from_record
+from learner.nets.encoders import ENCODER_VERSION
+from learner.nets.pair_model import PairModel
 
-FORMAT_VERSION = 1
-
-
-def architecture_of(cfg: CiperConfig, action_dim: int) -> dict[str, Any]:
-    """The config keys that decide the shapes of the weights (plus what they mean)."""
-    return {
-        "method": cfg.method.name,
-        "encoder": cfg.model.encoder,
-        "stem": cfg.model.stem,
-        "width": cfg.model.width,
-        "proj_hidden": cfg.model.proj_hidden,
-        "proj_dim": cfg.model.proj_dim,
-        "pred_hidden": cfg.model.pred_hidden,
-        "encoder_version": ENCODER_VERSION,
-        "action_dim": int(action_dim),
-        "env_id": cfg.env.id,
-        "action_set": cfg.env.action_set,
-        "image_size": cfg.env.image_size,
-    }
-
-
-def model_from_architecture(arch: dict[str, Any]) -> CiperModel:
-    """A freshly initialised model with the shapes recorded in ``arch``."""
-    encoder_kw: dict[str, Any] = {"stem": arch["stem"]} if arch["encoder"] == "resnet18" else {"width": arch["width"]}
-    return build_model(
-        arch["method"],
-        arch["encoder"],
-        action_dim=arch["action_dim"],
-        proj_hidden=arch["proj_hidden"],
-        proj_dim=arch["proj_dim"],
-        pred_hidden=arch["pred_hidden"],
-        discrete_columns=_discrete_columns(arch),
-        **encoder_kw,
-    )
-
-
-def _discrete_columns(arch: dict[str, Any]) -> list[bool]:
-    """Two-valued target columns: the action's own; augmentation columns after them never are."""
-    action = envs.world_module(arch["env_id"]).relative_action_discrete(arch["action_set"]).tolist()
-    return action + [False] * (int(arch["action_dim"]) - len(action))
+#: 2: the model is an encoder plus a method module (``learner.methods``) and the method's
+#: settings are saved beside the architecture.
+FORMAT_VERSION = 2
 
 
 def rng_states() -> dict[str, Any]:
@@ -98,25 +60,12 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             f"checkpoint {path}: refused or unreadable ({type(error).__name__}: {str(error).splitlines()[0]}); "
             "only tensors and plain containers are loaded (weights_only=True)"
         ) from error
-    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"checkpoint {path}: not a ciper checkpoint of format version {FORMAT_VERSION}")
+    if not isinstance(payload, dict) or "format_version" not in payload:
+        raise ValueError(f"checkpoint {path}: not a ciper checkpoint (no format_version)")
+    if payload["format_version"] != FORMAT_VERSION:
+        raise ValueError(f"checkpoint {path}: format version {payload['format_version']}, this code reads version "
+                         f"{FORMAT_VERSION} (the model's layout changed since it was saved); retrain it")  # fmt: skip
     return payload
-
-
-def check_eval_checkpoint(cfg: DictConfig) -> None:
-    """``eval.checkpoint`` names a checkpoint file (checked before ``ciper-eval`` writes)."""
-    from conf.app_common import resolve_path
-    from conf.validate import ConfigError
-
-    if cfg.eval.reference is not None:  # a reference needs no checkpoint
-        return
-    if cfg.eval.checkpoint is None:
-        raise ConfigError("eval.checkpoint=null: expected the checkpoint to evaluate, eval.checkpoint=PATH")
-    path = resolve_path(cfg.eval.checkpoint)
-    if not path.is_file():
-        raise ConfigError(f"eval.checkpoint={cfg.eval.checkpoint}: no checkpoint file at {path}")
-    if not zipfile.is_zipfile(path):
-        raise ConfigError(f"eval.checkpoint={cfg.eval.checkpoint}: not a checkpoint (expected the .pt file ciper-train writes)")
 
 
 def check_architecture(path: Path, saved: dict[str, Any], expected: dict[str, Any]) -> None:
@@ -127,7 +76,7 @@ def check_architecture(path: Path, saved: dict[str, Any], expected: dict[str, An
         raise ValueError(f"checkpoint {path} was made with another architecture: {details}")
 
 
-def load_model(path: Path, map_location: str | torch.device = "cpu") -> tuple[CiperModel, dict[str, Any]]:
+def load_model(path: Path, map_location: str | torch.device = "cpu") -> tuple[PairModel, dict[str, Any]]:
     """The trained model of a checkpoint (in eval mode) and its ``architecture`` record."""
     payload = load_checkpoint(path, map_location)
     saved_version = payload["architecture"].get("encoder_version")
@@ -136,7 +85,7 @@ def load_model(path: Path, map_location: str | torch.device = "cpu") -> tuple[Ci
             f"checkpoint {path}: encoder_version={saved_version!r}, this code builds version "
             f"{ENCODER_VERSION} (the encoder's layers changed since it was saved); retrain it"
         )
-    model = model_from_architecture(payload["architecture"])
+    model = build_model(payload["architecture"], settings_from_record(payload["method_settings"]))
     model.load_state_dict(payload["model"])
     model.eval()
     return model, payload["architecture"]

@@ -1,6 +1,6 @@
 """Pure aggregation behind ``ciper-report``: per-seed metrics in, tables, target checks and markdown out.
 
-Nothing here trains, renders or reads a config: the app (``learner.report_app``) collects
+Nothing here trains, renders or reads a config: the builder (``learner.report.builder``) collects
 ``metrics["eval"]`` of every run as ``per_seed[method][seed] = {metric: value}`` and the
 loss histories, and this module turns them into mean ± std cells (sample std over seeds,
 nan values left out), averaged loss curves, the automatic checks of the issue's targets
@@ -72,18 +72,22 @@ def cell(values: Sequence[float]) -> MetricCell:
     return MetricCell(float(finite.mean()), std, int(finite.size))
 
 
-def metric_order(per_seed: PerSeed) -> list[str]:
-    """Known metrics in their fixed order, then any other metric in order of appearance."""
+def metric_order(per_seed: PerSeed, column_order: Sequence[str] = ()) -> list[str]:
+    """Known metrics in their fixed order, then the per-column ones in ``column_order`` (the
+    world's order; runs read back from a key-sorted ``metrics.json`` lost it), then any other
+    metric in order of appearance."""
     seen: list[str] = []
     for by_seed in per_seed.values():
         for values in by_seed.values():
             seen += [name for name in values if name not in seen]
-    return [name for name in HIGHER_IS_BETTER if name in seen] + [n for n in seen if n not in HIGHER_IS_BETTER]
+    ordered = [name for name in (*HIGHER_IS_BETTER, *column_order) if name in seen]
+    return ordered + [n for n in seen if n not in ordered]
 
 
-def summarise(per_seed: PerSeed) -> dict[str, dict[str, MetricCell]]:
-    """``table[method][metric]`` = the cell over that method's seeds."""
-    metrics = metric_order(per_seed)
+def summarise(per_seed: PerSeed, column_order: Sequence[str] = ()) -> dict[str, dict[str, MetricCell]]:
+    """``table[method][metric]`` = the cell over that method's seeds (metrics in
+    :func:`metric_order`)."""
+    metrics = metric_order(per_seed, column_order)
     return {
         method: {name: cell([values.get(name, math.nan) for values in by_seed.values()]) for name in metrics}
         for method, by_seed in per_seed.items()
@@ -113,7 +117,7 @@ def paired_cells(per_seed: PerSeed, ours: str, baseline: str) -> dict[str, tuple
     return out
 
 
-def markdown_paired(per_seed: PerSeed, ours: str = "ciper", baseline: str = "simclr") -> str:
+def markdown_paired(per_seed: PerSeed, ours: str, baseline: str) -> str:
     """A table of the paired per-seed differences ours - baseline: each seed's difference,
     mean ± sample sd, and mean / sd (how many spreads the mean lies from 0)."""
     lines = [f"| metric | {ours} − {baseline} per seed | mean ± sd | mean / sd |", "|---|---|---:|---:|"]
@@ -122,17 +126,6 @@ def markdown_paired(per_seed: PerSeed, ours: str = "ciper", baseline: str = "sim
         lines.append(f"| {name} | {', '.join(f'{x:+.3f}' for x in d) or 'n/a'} | {_format_cell(c, False)} | "
                      f"{'n/a' if math.isnan(ratio) else f'{ratio:+.1f}'} |")  # fmt: skip
     return "\n".join(lines)
-
-
-def flat_config(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"env.image_size": 32, ...}`` from a nested (resolved, plain) config."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update(flat_config(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def settings_lines(configs: Mapping[str, Mapping[str, Any]], sections: Sequence[str] = SETTING_SECTIONS) -> list[str]:
@@ -152,14 +145,12 @@ def settings_lines(configs: Mapping[str, Mapping[str, Any]], sections: Sequence[
     for k in (k for k in keys if k not in shared):
         by_value: dict[str, list[str]] = {}
         for run, flat in configs.items():
-            by_value.setdefault(repr(flat.get(k)), []).append(run)
+            by_value.setdefault(repr(flat[k]) if k in flat else "(no such key)", []).append(run)
         lines.append(f"`{k}` differs: " + "; ".join(f"{v} in {', '.join(runs)}" for v, runs in by_value.items()))
     return lines
 
 
-def check_targets(
-    per_seed: PerSeed, ours: str = "ciper", baseline: str = "simclr", pixels: str = "pixels"
-) -> list[TargetCheck]:
+def check_targets(per_seed: PerSeed, ours: str, baseline: str, pixels: str = "pixels") -> list[TargetCheck]:
     """The issue's targets for ``ours`` against ``baseline``, decided on seed means.
 
     1. relative-pose R^2 (equivariance): ours >= baseline + ``RELATIVE_POSE_MARGIN``;

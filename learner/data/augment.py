@@ -1,7 +1,7 @@
 """Image conversion and the learner's view augmentations, with their sampled parameters.
 
-Views travel as uint8 (N, H, W, 3); ``to_float_images`` converts them on their own device
-and ``normalize_images`` standardises them for the encoder. ``ViewAugmentation`` applies
+Views reach the learner as float images in [0, 1] (``learner.data.images``), are augmented
+here and standardised there. ``ViewAugmentation`` applies
 SimCLR's augmentations with Kornia (random resized crop, horizontal flip, colour jitter,
 grayscale; batched on the images' device) and returns, per image, the parameters it drew:
 the crop box, the flip and grayscale flags and the colour-jitter factors. AugSelf (Lee et
@@ -172,39 +172,3 @@ def relative_augmentation(parameters_a: Tensor, parameters_b: Tensor) -> Tensor:
             "expected two equal (N, P) tensors"
         )
     return parameters_b - parameters_a
-
-
-def to_float_images(
-    views_uint8: Tensor,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    channels_last: bool = False,
-) -> Tensor:
-    """uint8 views (N, H, W, 3) -> float (N, 3, H, W) on the same device.
-
-    Values are scaled to [0, 1], then standardised per channel when ``mean`` and ``std``
-    are given (leave them out to augment first, then call ``normalize_images``).
-    With ``channels_last`` the result is in that memory format, which is the uint8 layout
-    already, so no transpose copy is made.
-    """
-    if views_uint8.ndim != 4 or views_uint8.shape[-1] != 3 or views_uint8.dtype != torch.uint8:
-        raise ValueError(
-            f"views of shape {tuple(views_uint8.shape)} and dtype {views_uint8.dtype}: "
-            "expected uint8 (N, H, W, 3)"
-        )
-    images = views_uint8.permute(0, 3, 1, 2).float().div_(255.0)  # (N, 3, H, W)
-    if (mean is None) != (std is None):
-        raise ValueError(f"mean={mean}, std={std}: give both or neither")
-    if mean is not None and std is not None:
-        images = normalize_images(images, mean, std)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    return images.contiguous(memory_format=memory_format)
-
-
-def normalize_images(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    """Standardise (N, 3, H, W) images per channel: (x - mean) / std."""
-    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise ValueError(f"mean={mean}, std={std}: expected 3 values each, std > 0")
-    mean_t = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    return (images - mean_t) / std_t

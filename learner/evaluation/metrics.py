@@ -257,38 +257,6 @@ def _paired_distance(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
     raise ValueError(f"metric={metric!r}: expected 'cosine' or 'euclidean'")
 
 
-# ---------------------------------------------------------------- shortcut
-
-
-def colour_histograms(views_uint8: np.ndarray, bins: int = 4) -> np.ndarray:
-    """Joint RGB histograms (N, bins^3) of uint8 views (N, H, W, 3), each summing to 1."""
-    views = np.asarray(views_uint8)
-    if views.ndim != 4 or views.shape[-1] != 3 or views.dtype != np.uint8:
-        raise ValueError(f"views of shape {views.shape} and dtype {views.dtype}: expected uint8 (N, H, W, 3)")
-    level = (views.astype(np.int64) * bins) // 256  # (N, H, W, 3) in 0..bins-1
-    code = (level[..., 0] * bins + level[..., 1]) * bins + level[..., 2]  # (N, H, W)
-    counts = np.stack([np.bincount(c.ravel(), minlength=bins**3) for c in code]).astype(np.float64)
-    return counts / counts.sum(1, keepdims=True)
-
-
-def positive_retrieval_top1(features_a: ArrayLike, features_b: ArrayLike, candidates: int = 64) -> float:
-    """Fraction of pairs whose view b is the nearest (cosine) to its view a among the b views
-    of ``candidates`` pairs (consecutive blocks; chance 1 / candidates). Applied to colour
-    histograms it measures how far colour alone solves the contrastive task."""
-    a, b = as_features(features_a, "features_a"), as_features(features_b, "features_b")
-    if a.shape != b.shape:
-        raise ValueError(f"features_a.shape={a.shape}, features_b.shape={b.shape}: expected equal")
-    if not 2 <= candidates <= len(a):
-        raise ValueError(f"candidates={candidates}: expected 2 <= candidates <= pairs ({len(a)})")
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    hits = []
-    for start in range(0, len(a) - candidates + 1, candidates):
-        block = a[start : start + candidates] @ b[start : start + candidates].T  # (C, C)
-        hits.append(block.argmax(1) == np.arange(candidates))
-    return float(np.concatenate(hits).mean())
-
-
 # ---------------------------------------------------------------- visualisation
 
 

@@ -12,18 +12,17 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from agent.atomic_files import write_json_atomic
 from conf.schema import CiperConfig
-from learner.pair_sources import PairSource
-from learner.run_log import RunClock, log_eval_scalars
-
-if TYPE_CHECKING:
-    from learner.train import Learner
+from learner.data.pair_sources import PairSource
+from learner.evaluation.evaluate import evaluate_encoder
+from learner.training.learner import Learner
+from learner.training.run_log import RunClock, log_eval_scalars
 
 
 def run_metrics(
@@ -66,9 +65,7 @@ def write_run_summary(cfg: CiperConfig, run_dir: Path, learner: Learner, metrics
     """Evaluate a completed run (when ``train.evaluate``) into ``metrics["eval"]``, then
     write ``metrics.json`` and ``loss_history.json``; rank 0 only."""
     if metrics["completed"] and cfg.train.evaluate:
-        from learner.evaluation import evaluate_encoder
-
-        metrics["eval"] = evaluate_encoder(learner.model, cfg.env, cfg.eval, learner.device, run_dir)
+        metrics["eval"] = evaluate_encoder(learner.model, learner.world, cfg.env, cfg.eval, learner.device, run_dir)
         metrics["eval"]["shortcut_colour_top1"] = metrics["shortcut_colour_top1"]
         log_eval_scalars(run_dir, metrics["eval"], metrics["steps"])
     write_json_atomic(run_dir / "metrics.json", metrics)

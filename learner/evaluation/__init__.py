@@ -1,0 +1,1 @@
+"""Frozen-encoder evaluation: features, scores, references, the shortcut diagnostic, plots."""

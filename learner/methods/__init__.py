@@ -1,0 +1,1 @@
+"""Methods, one file each behind one protocol (``base``), their losses and the registry."""

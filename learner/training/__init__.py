@@ -1,0 +1,1 @@
+"""The learner, the one training loop, its checkpoints, logs, devices and distributed plumbing."""
