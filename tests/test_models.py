@@ -20,7 +20,7 @@ from learner.data.augment import (
 )
 from learner.data.images import model_input, normalize_images, to_float_images
 from learner.methods.base import HeadWidths, PairTargets, PredictsAction, TargetLayout
-from learner.methods.registry import METHODS, method_class
+from learner.methods.registry import METHODS, default_settings, method_class
 from learner.nets.encoders import ResNet18, SmallConvNet, build_encoder
 from learner.nets.heads import mlp, prediction_head, projection_head
 from learner.nets.pair_model import PairModel
@@ -35,8 +35,8 @@ def n_params(module: nn.Module) -> int:
 
 def tiny_model(method: str, **settings) -> PairModel:
     encoder, feat_dim = build_encoder("small", width=8, out_dim=32)
-    cls, defaults = METHODS[method]
-    return PairModel(encoder, cls(dataclasses.replace(defaults, **settings), feat_dim, LAYOUT, HeadWidths((32,), 16, (32,))))
+    settings = dataclasses.replace(default_settings(method), **settings)
+    return PairModel(encoder, method_class(method)(settings, feat_dim, LAYOUT, HeadWidths((32,), 16, (32,))))
 
 
 def synthetic_pairs(n: int = 16, size: int = 32) -> tuple[torch.Tensor, PairTargets]:
@@ -136,9 +136,8 @@ def test_unknown_method_is_named() -> None:
 
 def test_a_method_refuses_another_methods_settings() -> None:
     encoder, feat_dim = build_encoder("small", width=8, out_dim=32)
-    ciper, _ = METHODS["ciper"]
     with pytest.raises(TypeError, match="SimCLRSettings: Ciper expects CiperSettings"):
-        ciper(METHODS["simclr"][1], feat_dim, LAYOUT, HeadWidths((32,), 16, (32,)))
+        method_class("ciper")(default_settings("simclr"), feat_dim, LAYOUT, HeadWidths((32,), 16, (32,)))
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))

@@ -1,10 +1,11 @@
 """Every method by name: one line each, and the model built from a checkpoint's record.
 
-``METHODS`` maps a name to its method class and its default settings; several names may
-share a class with other settings (``simclr``, ``simclr_tt`` and ``ciper_contrastive`` are
-one NT-Xent on different pairs). Importing this module registers each entry as a Hydra
-option of the ``method`` config group (``method=<name>``, its settings as the node), so a
-method's keys and defaults live only in its own file. :func:`architecture_of` records what
+``METHODS`` maps a name to its method class, as a ``"module:Class"`` entry point (imported
+when the registry is), and the settings in which it differs from the class's defaults;
+several names may share a class with other settings (``simclr`` and ``simclr_tt`` are one
+NT-Xent on different pairs). Importing this module registers each entry as a Hydra option of
+the ``method`` config group (``method=<name>``, its settings as the node), so a method's keys
+and defaults live only in its own file and adding one is a file plus a line here. :func:`architecture_of` records what
 decides the shapes of a run's weights and :func:`build_model` rebuilds a model from that
 record and the saved settings, so resume and ``ciper-eval`` rebuild any method.
 """
@@ -12,41 +13,43 @@ record and the saved settings, so resume and ``ciper-eval`` rebuild any method.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any
 
 from conf.schema import CiperConfig, MethodConfig, register_group
 from learner.methods.base import HeadWidths, Method, PredictsAction, TargetLayout
-from learner.methods.ciper import Ciper, CiperSettings
-from learner.methods.predict import Predict, PredictSettings
-from learner.methods.simclr import SimCLR, SimCLRSettings
 from learner.nets.encoders import ENCODER_VERSION, build_encoder
 from learner.nets.pair_model import PairModel
 
-METHODS: dict[str, tuple[type[Method], MethodConfig]] = {
-    "ciper": (Ciper, CiperSettings()),
-    "simclr": (SimCLR, SimCLRSettings()),
-    "simclr_tt": (SimCLR, SimCLRSettings(name="simclr_tt", time_offset=4)),
-    "predict": (Predict, PredictSettings()),
+# name: ("module:Class" of the method, its settings that differ from the class's defaults)
+METHODS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ciper": ("learner.methods.ciper:Ciper", {}),
+    "simclr": ("learner.methods.simclr:SimCLR", {}),
+    "simclr_tt": ("learner.methods.simclr:SimCLR", {"time_offset": 4}),
+    "predict": ("learner.methods.predict:Predict", {}),
 }
 DEFAULT_METHOD = "ciper"
-
-
-def register_method_configs() -> None:
-    """Each method's default settings as the Hydra option ``method=<name>``."""
-    for name, (_, settings) in METHODS.items():
-        if settings.name != name:
-            raise ValueError(f"METHODS[{name!r}] has settings.name={settings.name!r}: expected the same name")
-    register_group("method", {name: settings for name, (_, settings) in METHODS.items()}, DEFAULT_METHOD)
-
-
-register_method_configs()
 
 
 def method_class(name: str) -> type[Method]:
     """The class of method ``name``; ValueError naming the registered ones otherwise."""
     if name not in METHODS:
         raise ValueError(f"method={name!r}: expected one of {sorted(METHODS)}")
-    return METHODS[name][0]
+    module, _, cls = METHODS[name][0].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def default_settings(name: str) -> MethodConfig:
+    """Method ``name``'s settings as ``method=<name>`` gives them."""
+    return method_class(name).settings_class(**{**METHODS[name][1], "name": name})
+
+
+def register_method_configs() -> None:
+    """Each method's default settings as the Hydra option ``method=<name>``."""
+    register_group("method", {name: default_settings(name) for name in METHODS}, DEFAULT_METHOD)
+
+
+register_method_configs()
 
 
 def predicts_action(name: str) -> bool:
@@ -56,9 +59,9 @@ def predicts_action(name: str) -> bool:
 
 def settings_from_record(record: dict[str, Any]) -> MethodConfig:
     """A method's settings from the plain dict a checkpoint or config stores."""
-    cls = type(METHODS[record["name"]][1]) if record.get("name") in METHODS else None
-    if cls is None:
+    if record.get("name") not in METHODS:
         raise ValueError(f"method settings {record}: method.name={record.get('name')!r} is not one of {sorted(METHODS)}")
+    cls = method_class(record["name"]).settings_class
     known = {f.name for f in dataclasses.fields(cls)}
     return cls(**{key: value for key, value in record.items() if key in known})
 
