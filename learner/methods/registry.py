@@ -27,6 +27,7 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "simclr": ("learner.methods.simclr:SimCLR", {}),
     "simclr_tt": ("learner.methods.simclr:SimCLR", {"time_offset": 4}),
     "predict": ("learner.methods.predict:Predict", {}),
+    "sie": ("learner.methods.sie:SIE", {}),
 }
 DEFAULT_METHOD = "ciper"
 
