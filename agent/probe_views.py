@@ -21,6 +21,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+import envs  # noqa: F401  (registers the env ids)
 from envs.view_arguments import env_kwargs
 
 
@@ -118,9 +119,6 @@ def render_probe_views(
     if key in _cache:
         _cache.move_to_end(key)
         return _cache[key]
-
-    import envs  # noqa: F401  (registers the env ids)
-
     env = gym.make(env_cfg.id, **kwargs)
     try:
         probe = _render(env, views_per_object, seed, episode_length, objects_limit)

@@ -38,6 +38,7 @@ from conf.app_common import key_differences, resolve_path
 from conf.schema import CiperConfig
 from conf.typed import plain_config, typed_config
 from conf.validate import ConfigError
+from envs.catalog import default_catalog_path
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,6 @@ def catalog_fingerprint(catalog: str | None, env_id: str) -> dict[str, Any]:
     if catalog is None:
         if env_id != envs.OBJECT_VIEW_ID:
             return {"path": None, "sha256": None}
-        from envs.catalog import default_catalog_path
-
         path = default_catalog_path()
     else:
         path = resolve_path(catalog)

@@ -17,10 +17,12 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+import gymnasium as gym
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
 from omegaconf import DictConfig, OmegaConf
 
+import envs  # noqa: F401  (registers the ids)
 from conf.schema import GROUP_OPTIONS, CiperConfig
 from envs.view_arguments import env_kwargs
 
@@ -211,10 +213,6 @@ def _env_error(error: Exception, env_cfg: DictConfig) -> ConfigError:
 def check_env_arguments(env_cfg: DictConfig, splits: Iterable[tuple[str, str]] = ()) -> None:
     """Build (and close) the env with ``env_cfg``'s arguments so its constructor checks them,
     once per extra ``(key, split)`` too (evaluation splits). Nothing is rendered."""
-    import gymnasium as gym
-
-    import envs  # noqa: F401  (registers the ids)
-
     registered = sorted(k for k in gym.registry if k.startswith("ciper/"))
     if env_cfg.id not in registered:
         raise ConfigError(f"env.id={env_cfg.id!r}: expected one of {', '.join(registered)}")

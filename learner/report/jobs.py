@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.initialize import get_gh_backup, restore_gh_from_backup
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -85,9 +88,6 @@ def compose_in_app(overrides: Sequence[str], run_dir: Path) -> DictConfig:
     ``compose_config`` initialises Hydra, which refuses while the app's own Hydra is
     initialised; the app's state is set aside for the call and put back afterwards.
     """
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.initialize import get_gh_backup, restore_gh_from_backup
-
     if not GlobalHydra.instance().is_initialized():
         return compose_config(list(overrides), run_dir=run_dir)
     backup = get_gh_backup()
@@ -100,8 +100,6 @@ def compose_in_app(overrides: Sequence[str], run_dir: Path) -> DictConfig:
 
 def user_overrides_of_app() -> list[str]:
     """The command-line overrides given to this app (empty outside a Hydra app)."""
-    from hydra.core.hydra_config import HydraConfig
-
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
