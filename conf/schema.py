@@ -187,7 +187,8 @@ class EvalConfig:
 
 @dataclass
 class ReportConfig:
-    methods: list[str] = field(default_factory=lambda: ["ciper", "simclr", "simclr_tt", "predict"])
+    # CIPER, its contrastive half (what predicting the action adds), the baselines, the ceiling
+    methods: list[str] = field(default_factory=lambda: ["ciper", "ciper_contrastive", "simclr", "simclr_tt", "predict", "supervised"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # one run per method and seed
     steps: int = 300  # training steps per run
     batch_size: int = 64  # pairs per step
@@ -196,9 +197,12 @@ class ReportConfig:
     dataset_steps: int = 6144  # transitions in the shared dataset
     overrides: list[str] = field(default_factory=list)  # key=value overrides of every run (e.g. eval budget), before the user's
     method_overrides: dict[str, list[str]] = field(default_factory=dict)  # method -> key=value overrides of its runs only, after the user's (add one: +report.method_overrides.simclr=[method.time_offset=1])
+    variants: dict[str, list[str]] = field(default_factory=dict)  # name -> overrides of every method's runs under it (after the report's own keys): each method x variant x seed is a run, labelled method@name
+    curve_key: str | None = None  # a config key that differs across the variants (e.g. train.steps): the headline scores are plotted against it
+    ceiling: str | None = "supervised"  # the method whose per-column scores decide what is learnable at this budget (None: no such check)
     ours: str = "ciper"  # the method the target checks are about
     baseline: str = "simclr"  # what the target checks compare it with
-    comparisons: list[list[str]] = field(default_factory=lambda: [["ciper", "simclr"]])  # [a, b]: a table of the paired per-seed differences a - b
+    comparisons: list[list[str]] = field(default_factory=lambda: [["ciper", "ciper_contrastive"], ["ciper", "simclr"]])  # [a, b]: a table of the paired per-seed differences a - b (a - its contrastive half: what the prediction adds)
 
 
 @dataclass

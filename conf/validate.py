@@ -85,7 +85,7 @@ def schema_keys() -> list[str]:
 
 
 # Dict-valued keys whose entries are free-form: added with +key.entry=value.
-_FREE_FORM = ("env.extra.", "report.method_overrides.")
+_FREE_FORM = ("env.extra.", "report.method_overrides.", "report.variants.")
 
 
 def check_overrides(overrides: Iterable[str]) -> None:
@@ -151,13 +151,21 @@ def _check_method(cfg: DictConfig) -> None:
     if name not in options or type(settings) is not type(options[name]):
         raise ConfigError(f"method.name={name!r}: choose a method with method=<name>, one of {', '.join(options)}")
     report = cfg.report
-    for key in ("methods", "ours", "baseline"):
-        for method in report[key] if key == "methods" else [report[key]]:
-            if method not in options:
-                raise ConfigError(f"report.{key} holds {method!r}: expected names from {', '.join(options)}")
+    for method in report.methods:
+        if method not in options:
+            raise ConfigError(f"report.methods holds {method!r}: expected names from {', '.join(options)}")
+
+    def known(label: str) -> bool:  # a method, or method@variant
+        method, _, variant = label.partition("@")
+        return method in options and (not variant or variant in report.variants)
+
+    for key in ("ours", "baseline", "ceiling"):
+        if report[key] is not None and not known(report[key]):
+            raise ConfigError(f"report.{key}={report[key]!r}: expected a method ({', '.join(options)}), or "
+                              f"method@variant with a variant of report.variants")  # fmt: skip
     for pair in report.comparisons:
-        if len(pair) != 2 or any(method not in options for method in pair):
-            raise ConfigError(f"report.comparisons holds {list(pair)}: expected [a, b] with a, b from {', '.join(options)}")
+        if len(pair) != 2 or not all(known(label) for label in pair):
+            raise ConfigError(f"report.comparisons holds {list(pair)}: expected [a, b], each a method or method@variant")
     for method in report.method_overrides:
         if method not in options:
             raise ConfigError(f"report.method_overrides holds {method!r}: expected names from {', '.join(options)}")

@@ -272,3 +272,22 @@ def test_to_float_images_and_normalize() -> None:
     torch.testing.assert_close(model_input(views, channels_last=True), (images - 0.5) / 0.25)
     with pytest.raises(ValueError, match="uint8"):
         to_float_images(views.float())
+
+
+def test_the_supervised_ceiling_regresses_pose_classifies_category_and_predicts_the_action() -> None:
+    model = tiny_model("supervised", pose_weight=2.0)
+    images, targets = synthetic_pairs(n=4, size=16)
+    losses = model(images, targets)
+    assert set(losses) == {"pose", "category", "prediction", "loss"}
+    torch.testing.assert_close(losses["loss"], 2.0 * losses["pose"] + losses["category"] + losses["prediction"])
+    # Views without a category (-1) carry no label: the term leaves them out instead of failing.
+    unlabelled = PairTargets(targets.target, targets.pose, torch.full_like(targets.category, -1))
+    assert model(images, unlabelled)["category"].item() == 0.0
+    assert isinstance(model.method, PredictsAction)
+
+
+def test_ciper_contrastive_is_ciper_s_pairs_without_the_prediction() -> None:
+    half, ciper = default_settings("ciper_contrastive"), default_settings("ciper")
+    assert half.time_offset == ciper.time_offset == 1 and half.temperature == ciper.temperature
+    assert (half.augment_crop, half.augment_color, half.crop_scale) == (ciper.augment_crop, ciper.augment_color, ciper.crop_scale)
+    assert set(tiny_model("ciper_contrastive")(*synthetic_pairs(n=4, size=16))) == {"contrastive", "loss"}

@@ -268,11 +268,13 @@ def test_settings_lines_list_shared_values_per_section_and_name_the_runs_that_di
     assert report.settings_lines({}) == []
 
 
-def test_report_progress_counts_steps_and_evaluations():
+def test_report_progress_counts_steps_and_evaluations(make_config):
     from learner.report.jobs import EVALUATION_STEPS, Job, StepProgress, job_weight
 
-    assert job_weight(Job("ciper", 0), 300) == 300 + EVALUATION_STEPS
-    assert job_weight(Job("pixels", 0, reference=True), 300) == EVALUATION_STEPS
+    cfg = make_config("report.steps=300", "+report.variants.long=['train.steps=900']")
+    assert job_weight(Job("ciper", 0), cfg) == 300 + EVALUATION_STEPS
+    assert job_weight(Job("ciper", 0, variant="long"), cfg) == 900 + EVALUATION_STEPS  # the variant's own budget
+    assert job_weight(Job("pixels", 0, reference=True), cfg) == EVALUATION_STEPS
 
     class Bar:
         n = 0
@@ -296,7 +298,7 @@ def test_presets_compose_validate_and_build_every_run(preset, make_config, tmp_p
 
     cfg = make_config(f"report={preset}")
     validate_config(cfg)
-    assert len(cfg.report.methods) == 4 and list(cfg.report.seeds) == [0, 1, 2]
+    assert len(cfg.report.methods) == 6 and list(cfg.report.seeds) == [0, 1, 2]
     for method in cfg.report.methods:  # the references compose as ciper runs do
         run = make_config(*run_overrides(cfg, [], method, 0, tmp_path / "d"))
         validate_config(run)
@@ -314,3 +316,58 @@ def test_static_and_objects_presets_are_the_issue_setups(make_config):
     o = make_config(*run_overrides(objects, [], "simclr", 0, None))
     assert (o.env.id, o.env.action_set, o.method.time_offset) == ("ciper/ObjectView-v0", "observer", 0)
     assert o.method.augment_crop and o.method.augment_color  # simclr = two Kornia augmentations of one view
+
+
+def test_columns_the_ceiling_cannot_read_are_marked_and_left_out_of_the_learnable_headline():
+    per_seed = {
+        "supervised": {s: {"relative_pose_r2/a": 0.8 + s / 100, "relative_pose_r2/b": 0.1} for s in (0, 1)},
+        "ciper": {s: {"relative_pose_r2/a": 0.5, "relative_pose_r2/b": -0.1, "relative_pose_r2": 0.2} for s in (0, 1)},
+    }
+    learnable, not_learnable = report.learnable_columns(per_seed, "supervised")
+    assert learnable == ["relative_pose_r2/a"] and not_learnable == ["relative_pose_r2/b"]
+    extended = report.with_learnable_headline(per_seed, learnable)
+    assert extended["ciper"][0]["relative_pose_r2_learnable"] == 0.5  # b left out
+    assert extended["ciper"][0]["relative_pose_r2"] == 0.2  # the all-columns headline kept
+    assert report.learnable_columns(per_seed, "nobody") == ([], [])
+    table = report.summarise(extended)
+    columns = report.markdown_table(table, per_column=True, ceiling="supervised", not_learnable=not_learnable)
+    assert "relative_pose_r2/b ↑ (not learnable)" in columns and "relative_pose_r2/a ↑ |" in columns
+    assert "| supervised (ceiling) |" in columns and "**" not in columns.split("supervised (ceiling)")[1].split("\n")[0]
+    text = report.markdown_report(table, [], ceiling="supervised", not_learnable=not_learnable)
+    assert "Not learnable here: `b` (0.10)" in text
+
+
+def test_a_curve_table_shows_each_budget_and_the_paired_difference():
+    per_seed = {f"{m}@{v}": {s: {"relative_pose_r2": base + gain * (m == "ciper") + s / 100}
+                             for s in (0, 1)}  # fmt: skip
+                for v, base, gain in (("short", 0.1, 0.01), ("long", 0.2, 0.05)) for m in ("ciper", "half")}
+    x_of = {"ciper@short": 100, "half@short": 100, "ciper@long": 400, "half@long": 400}
+    text = report.markdown_curve(per_seed, "ciper", "half", x_of, "train.steps", metrics=("relative_pose_r2",))
+    lines = text.splitlines()
+    assert lines[0].startswith("| train.steps | relative_pose_r2: ciper / half / ciper − half")
+    assert lines[2].startswith("| 100 |") and "+0.010, +0.010" in lines[2]
+    assert lines[3].startswith("| 400 |") and "+0.050, +0.050" in lines[3]
+
+
+@pytest.mark.slow
+def test_a_report_over_variants_plots_scores_against_the_curve_key(tmp_path, make_config):
+    from learner.report.builder import build_report
+
+    user = ["env.image_size=32", "env.episode_steps=16", "model.width=8", "model.proj_hidden=64",
+            "model.pred_hidden=64", "eval.views_per_object=4", "eval.objects_limit=12", "eval.probe_epochs=2",
+            "dataset.shard_size=256", "collector.vectorization=sync", "train.checkpoint_every=1000"]  # fmt: skip
+    out = tmp_path / "curve"
+    cfg = make_config(*user, "report.methods=[ciper,ciper_contrastive,supervised]", "report.seeds=[0]",
+                      "report.batch_size=8", "report.dataset_steps=256", "+report.variants.short=['train.steps=2']",
+                      "+report.variants.long=['train.steps=4']", "report.curve_key=train.steps",
+                      "report.comparisons=[[ciper,ciper_contrastive]]", run_dir=out)  # fmt: skip
+    payload = build_report(cfg, user)
+    labels = {f"{m}@{v}" for m in ("ciper", "ciper_contrastive", "supervised") for v in ("short", "long")}
+    assert labels <= set(payload["per_seed"])
+    assert (out / "runs" / "ciper_long_seed0" / "loss_history.json").exists()
+    assert len(json.loads((out / "runs" / "ciper_long_seed0" / "loss_history.json").read_text())) == 4
+    text = (out / "report.md").read_text()
+    assert "## Against train.steps" in text and "| 2 |" in text and "| 4 |" in text
+    assert "| metric | ciper@long − ciper_contrastive@long per seed |" in text
+    assert (out / "curves.png").stat().st_size > 1000
+    assert payload["learnable"]["ceiling"] == "supervised@long"

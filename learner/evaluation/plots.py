@@ -195,3 +195,34 @@ def metric_bars(
     out = _prepare(path)
     fig.savefig(out, dpi=110)
     return out
+
+
+def score_curves(
+    curves: Mapping[str, Mapping[str, Sequence[tuple[float, float, float]]]],
+    path: PathLike,
+    x_label: str = "",
+    log_x: bool = True,
+) -> Path:
+    """One panel per metric, one line per method: ``curves[metric][method]`` = points
+    (x, mean, std), drawn with a band of ± std (e.g. scores against training steps)."""
+    if not curves or not any(curves.values()):
+        raise ValueError("curves={}: expected curves[metric][method] = [(x, mean, std), ...]")
+    palette = matplotlib.colormaps["tab10"]
+    methods = list(dict.fromkeys(m for per_method in curves.values() for m in per_method))
+    fig = Figure(figsize=(4.2 * len(curves), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(curves), squeeze=False)[0]
+    for ax, (metric, per_method) in zip(axes, curves.items(), strict=True):
+        for method, points in per_method.items():
+            x, mean, std = (np.asarray(column, dtype=np.float64) for column in zip(*sorted(points), strict=True))
+            colour = palette(methods.index(method) % palette.N)
+            ax.plot(x, mean, marker="o", color=colour, label=method)
+            ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.2)
+        if log_x:
+            ax.set_xscale("log", base=2)
+        ax.set_xlabel(x_label)
+        ax.set_title(metric, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, frameon=False)
+    out = _prepare(path)
+    fig.savefig(out, dpi=110)
+    return out

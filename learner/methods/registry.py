@@ -26,8 +26,12 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "ciper": ("learner.methods.ciper:Ciper", {}),
     "simclr": ("learner.methods.simclr:SimCLR", {}),
     "simclr_tt": ("learner.methods.simclr:SimCLR", {"time_offset": 4}),
+    # CIPER's contrastive half: its pairs (offset 1) and augmentations, the prediction term off
+    "ciper_contrastive": ("learner.methods.simclr:SimCLR", {"time_offset": 1}),
     "predict": ("learner.methods.predict:Predict", {}),
     "sie": ("learner.methods.sie:SIE", {}),
+    # the ceiling: the same encoder, data and budget, trained on the labels the evaluation reads
+    "supervised": ("learner.methods.supervised:Supervised", {}),
 }
 DEFAULT_METHOD = "ciper"
 

@@ -3,8 +3,9 @@
 The one contrastive objective of the project's baselines, on whichever pairs the settings
 ask for: ``simclr`` pairs two independent augmentations of one view (``time_offset=0``),
 ``simclr_tt`` views up to k steps apart plus the same augmentations (SimCLR through time,
-Aubret et al. 2023), ``ciper_contrastive`` exactly CIPER's pairs (offset 1) without its
-prediction term. The registry names each of them.
+Aubret et al. 2023), ``ciper_contrastive`` exactly CIPER's pairs (offset 1) and
+augmentations without its prediction term, so that CIPER minus it is the effect of predicting
+the action alone. The registry names each of them.
 """
 
 from __future__ import annotations

@@ -27,13 +27,14 @@ from agent.atomic_files import write_json_atomic
 from agent.view_app import dataset_transitions, object_labels, rollout_transitions, view_grid
 from conf.app_common import flatten
 from envs.world import World
-from learner.evaluation.plots import loss_curves, metric_bars
+from learner.evaluation.plots import loss_curves, metric_bars, score_curves
 from learner.evaluation.references import REFERENCE_MEANING
 from learner.report import tables
 from learner.report.jobs import (
     Job,
     StepProgress,
     compose_in_app,
+    job_steps,
     job_weight,
     passed_through,
     report_jobs,
@@ -64,8 +65,9 @@ def per_column_order(world: World, action_set: str) -> list[str]:
             *(f"absolute_pose_r2/{name}" for name in world.absolute_pose_names())]  # fmt: skip
 
 
-def write_plots(out: Path, table: dict, histories: dict, methods: Sequence[str], seeds: Sequence[int], steps: int) -> dict[str, str]:
-    """Loss curves, headline and per-column metric bars, embeddings; caption -> file name."""
+def write_plots(out: Path, table: dict, histories: dict, labels: Sequence[str], seeds: Sequence[int], steps: int) -> dict[str, str]:
+    """Loss curves, headline and per-column metric bars, the embedding of every row (seed
+    ``seeds[0]``); caption -> file name."""
     plots: dict[str, str] = {}
     curves = tables.mean_loss_curves(histories, smooth=max(1, steps // 30))
     if curves:
@@ -79,11 +81,13 @@ def write_plots(out: Path, table: dict, histories: dict, methods: Sequence[str],
             floor = {k: mean for k, (mean, _) in cells.get("noise", {}).items()}
             metric_bars(cells, out / name, title=title + " (dashed: the noise reference)", chance=floor)
             plots["pose R² per column" if per_column else "metrics"] = name
-    for method, folder in [*((m, f"{m}_seed{seeds[0]}") for m in methods), ("random", f"reference_random_seed{seeds[0]}")]:
+    for label, folder in [*((m, f"{m.replace('@', '_')}_seed{seeds[0]}") for m in labels),
+                          ("random", f"reference_random_seed{seeds[0]}")]:  # fmt: skip
         source = out / "runs" / folder / "embedding_test_objects.png"
+        name = f"embedding_{label.replace('@', '_')}.png"
         if source.exists():
-            shutil.copyfile(source, out / f"embedding_{method}.png")
-            plots[f"embedding of held-out objects, {method} (seed {seeds[0]}, PCA)"] = f"embedding_{method}.png"
+            shutil.copyfile(source, out / name)
+            plots[f"embedding of held-out objects, {label} (seed {seeds[0]}, PCA)"] = name
     return plots
 
 
@@ -102,10 +106,11 @@ def setup_lines(cfg: DictConfig, shared: DictConfig, dataset: Path | None, user:
     first = next(iter(next(iter(run_metrics.values())).values()))
     data = f"one shared dataset of {int(r.dataset_steps)} transitions ({dataset})" if dataset else "online collectors"
     moved = {m: tables.cell([run.get("encoder_weight_change", math.nan) for run in by_seed.values()])
-             for m, by_seed in run_metrics.items() if m in r.methods}  # fmt: skip
+             for m, by_seed in run_metrics.items() if m.partition("@")[0] in r.methods}  # fmt: skip
+    variants = f"; under each of the variants {', '.join(f'{v} {list(o)}' for v, o in r.variants.items())}" if r.variants else ""
     return [
-        f"methods {', '.join(map(str, r.methods))}; seeds {list(r.seeds)}; {int(r.steps)} steps of {int(r.batch_size)} pairs; "
-        f"encoder `{r.encoder}`; each method's pairs (method.time_offset) and settings: next section",
+        f"methods {', '.join(map(str, r.methods))}; seeds {list(r.seeds)}; {int(r.steps)} steps of {int(r.batch_size)} pairs"
+        f"{variants}; encoder `{r.encoder}`; each method's pairs (method.time_offset) and settings: next section",
         f"data: {data}; env `{env.id}`, action set `{env.action_set}`, {int(env.image_size)}x{int(env.image_size)} px",
         f"evaluation: {int(ev.views_per_object)} views per object and split, pose MLP early-stopped within "
         f"{int(ev.probe_epochs)} epochs, kNN k={int(ev.knn_k)}, view seed {int(ev.seed)}, "
@@ -132,7 +137,7 @@ def build_report(cfg: DictConfig, user: Sequence[str] = ()) -> dict[str, Any]:
     started = time.perf_counter()
     r, out, user = cfg.report, Path(cfg.run_dir).resolve(), passed_through(user)
     out.mkdir(parents=True, exist_ok=True)
-    methods, seeds = [str(m) for m in r.methods], [int(s) for s in r.seeds]
+    methods, seeds, variants = [str(m) for m in r.methods], [int(s) for s in r.seeds], list(r.variants)
     if not methods or not seeds:
         raise ValueError(f"report.methods={methods}, report.seeds={seeds}: both need at least one entry")
     dataset = write_dataset(cfg, user, out)
@@ -140,49 +145,97 @@ def build_report(cfg: DictConfig, user: Sequence[str] = ()) -> dict[str, Any]:
     per_seed: dict[str, dict[int, dict[str, float]]] = {}
     run_metrics: dict[str, dict[int, dict[str, Any]]] = {}
     histories: dict[str, list[list[dict[str, float]]]] = {}
-    jobs = report_jobs(methods, seeds)
+    jobs = report_jobs(methods, seeds, variants)
     # One bar over the whole report in training steps (an evaluation counts EVALUATION_STEPS),
     # so its ETA covers every run and reference still to come.
-    with tqdm(total=sum(job_weight(j, int(r.steps)) for j in jobs), desc="report", unit="step",
+    with tqdm(total=sum(job_weight(j, cfg) for j in jobs), desc="report", unit="step",
               position=0, dynamic_ncols=True) as bar:  # fmt: skip
         for k, job in enumerate(jobs):
             bar.set_postfix_str(f"job {k + 1}/{len(jobs)}: {job.folder}")
-            done = bar.n + job_weight(job, int(r.steps))
+            done = bar.n + job_weight(job, cfg)
             metrics = run_job(job, cfg, user, dataset, out, callbacks=[StepProgress(bar)])
             bar.update(done - bar.n)
-            per_seed.setdefault(job.method, {})[job.seed] = {k: float(v) for k, v in metrics["eval"].items()}
-            run_metrics.setdefault(job.method, {})[job.seed] = metrics
+            per_seed.setdefault(job.label, {})[job.seed] = {k: float(v) for k, v in metrics["eval"].items()}
+            run_metrics.setdefault(job.label, {})[job.seed] = metrics
             history = out / "runs" / job.folder / "loss_history.json"
             if history.exists():
-                histories.setdefault(job.method, []).append(json.loads(history.read_text()))
+                histories.setdefault(job.label, []).append(json.loads(history.read_text()))
     timings["runs_s"] = time.perf_counter() - started - timings["dataset_s"]
 
     references = [job.method for job in report_jobs([], seeds[:1])]
     # Env, eval and view settings as every run sees them (report.overrides and the user's applied).
     shared = compose_in_app(run_overrides(cfg, user, methods[0], seeds[0], dataset), out)
+    ceilings = [label for label in per_seed if r.ceiling is not None and label.partition("@")[0] == r.ceiling]
+    learnable, not_learnable = tables.learnable_columns(per_seed, ceilings[-1]) if ceilings else ([], [])
+    per_seed = tables.with_learnable_headline(per_seed, learnable) if ceilings else per_seed
     table = tables.summarise(per_seed, per_column_order(envs.world_module(shared.env.id), shared.env.action_set))
     targets = tables.check_targets(per_seed, r.ours, r.baseline)
-    plots = write_plots(out, table, histories, methods, seeds, int(r.steps))
+    configs = saved_run_configs(out, jobs)
+    plots = write_plots(out, table, histories, [j.label for j in jobs if not j.reference and j.seed == seeds[0]], seeds,
+                        max(job_steps(j, cfg) for j in jobs))  # fmt: skip
+    comparisons = expanded_comparisons([list(pair) for pair in r.comparisons], variants, per_seed)
+    sections = []
+    if r.curve_key is not None and variants:
+        x_of = curve_positions(jobs, configs, r.curve_key)
+        plots[f"scores against {r.curve_key} (mean ± sd over seeds)"] = write_curves(out, per_seed, x_of, methods, r.curve_key)
+        curve_tables = [tables.markdown_curve(per_seed, a, b, x_of, r.curve_key) for a, b in r.comparisons
+                        if all(f"{m}@{v}" in per_seed for m in (a, b) for v in variants)]  # fmt: skip
+        sections.append((f"Against {r.curve_key}", "\n\n".join(curve_tables)))
     write_views_grid(shared, dataset, out / "views.png")
     plots["training views (one episode per row)"] = "views.png"
     timings["total_s_this_invocation"] = time.perf_counter() - started
     setup = setup_lines(cfg, shared, dataset, user, run_metrics, references, timings["total_s_this_invocation"])
-    paired = "\n\n".join(tables.markdown_paired(per_seed, a, b) for a, b in r.comparisons if {a, b} <= set(per_seed))
+    paired = "\n\n".join(tables.markdown_paired(per_seed, a, b) for a, b in comparisons)
     text = tables.markdown_report(table, targets, title=f"CIPER report ({out.name})", setup=setup,
                                   references=references, plots=plots, paired=paired,
-                                  settings=tables.settings_lines(saved_run_configs(out, jobs)))  # fmt: skip
+                                  settings=tables.settings_lines(configs), ceiling=ceilings[-1] if ceilings else None,
+                                  not_learnable=not_learnable, extra_sections=sections)  # fmt: skip
     (out / "report.md").write_text(text)
     payload = tables.report_payload(
         per_seed, table, targets, config={"report": _plain(cfg.report), "user_overrides": user},
         timings=timings, dataset=str(dataset) if dataset else None, plots=plots,
+        learnable={"ceiling": ceilings[-1] if ceilings else None, "learnable": learnable, "not_learnable": not_learnable},
         runs={m: {str(s): {k: v for k, v in met.items() if k != "eval"} for s, met in by_seed.items()}
               for m, by_seed in run_metrics.items()},
     )  # fmt: skip
     write_json_atomic(out / "report.json", payload)
     # Like every app's run folder: the headline numbers as metrics.json (report.json has all).
-    headline = {key: payload[key] for key in ("table", "targets", "timings") if key in payload}
+    headline = {key: payload[key] for key in ("table", "targets", "timings", "learnable") if key in payload}
     write_json_atomic(out / "metrics.json", headline)
     return payload
+
+
+def expanded_comparisons(comparisons: list[list[str]], variants: Sequence[str], per_seed: dict) -> list[tuple[str, str]]:
+    """The ``[a, b]`` pairs of ``report.comparisons`` whose rows exist; a pair of plain method
+    names stands for the same pair under every variant."""
+    out = []
+    for a, b in comparisons:
+        pairs = [(a, b)] if "@" in a + b or not variants else [(f"{a}@{v}", f"{b}@{v}") for v in variants]
+        out += [(x, y) for x, y in pairs if x in per_seed and y in per_seed]
+    return out
+
+
+def curve_positions(jobs: Sequence[Job], configs: dict[str, dict[str, Any]], key: str) -> dict[str, float]:
+    """label -> the value of config ``key`` in its runs (as saved), for every variant's label."""
+    positions: dict[str, float] = {}
+    for job in jobs:
+        if not job.reference and job.folder in configs and key in configs[job.folder]:
+            positions[job.label] = float(configs[job.folder][key])
+    return positions
+
+
+def write_curves(out: Path, per_seed: dict, x_of: dict[str, float], methods: Sequence[str], key: str) -> str:
+    """The headline scores of each method against ``key`` (one line per method, seeds' spread)."""
+    metrics = ("relative_pose_r2", "relative_pose_r2_learnable", "category_top1_linear")
+    curves: dict[str, dict[str, list[tuple[float, float, float]]]] = {}
+    for method in methods:
+        for label, x in sorted(((lab, x) for lab, x in x_of.items() if lab.partition("@")[0] == method), key=lambda t: t[1]):
+            for metric in metrics:
+                c = tables.cell([values.get(metric, math.nan) for values in per_seed[label].values()])
+                if c.n:
+                    curves.setdefault(metric, {}).setdefault(method, []).append((x, c.mean, c.std))
+    score_curves(curves, out / "curves.png", x_label=key)
+    return "curves.png"
 
 
 def _plain(node: Any) -> Any:

@@ -61,10 +61,13 @@ def merged_overrides(*layers: Sequence[str]) -> list[str]:
     return list(by_key.values())
 
 
-def run_overrides(cfg: DictConfig, user: Sequence[str], method: str, seed: int, dataset: Path | None) -> list[str]:
-    """The overrides that compose run (``method``, ``seed``) of the report: the preset's, the
-    user's (``method.*`` keys only where ``method`` has them), the method's own
-    (``report.method_overrides``), then the keys the report fixes for a fair comparison."""
+def run_overrides(
+    cfg: DictConfig, user: Sequence[str], method: str, seed: int, dataset: Path | None, variant: str | None = None
+) -> list[str]:
+    """The overrides that compose run (``method``, ``seed``, ``variant``) of the report: the
+    preset's, the user's (``method.*`` keys only where ``method`` has them), the method's own
+    (``report.method_overrides``), the keys the report fixes for a fair comparison, then the
+    variant's (``report.variants``; e.g. its own ``train.steps``)."""
     r = cfg.report
     fixed = [f"method={method}", f"train.seed={seed}", f"train.steps={r.steps}",
              f"train.batch_size={r.batch_size}", f"model.encoder={r.encoder}", f"train.mode={r.mode}",
@@ -72,7 +75,8 @@ def run_overrides(cfg: DictConfig, user: Sequence[str], method: str, seed: int, 
     if dataset is not None:
         fixed.append(f"train.dataset={dataset}")
     own = list(r.method_overrides.get(method, []))
-    return merged_overrides(list(r.overrides), _applicable(user, method), own, fixed)
+    varied = list(r.variants[variant]) if variant is not None else []
+    return merged_overrides(list(r.overrides), _applicable(user, method), own, fixed, varied)
 
 
 def _applicable(overrides: Sequence[str], method: str) -> list[str]:
@@ -142,30 +146,47 @@ def evaluate_reference_run(name: str, cfg: DictConfig, run_dir: Path) -> dict[st
 
 @dataclass(frozen=True)
 class Job:
-    """One row-maker of the report: a training run of ``method``, or a reference scored
-    by the evaluation's code (``reference`` True), for one seed."""
+    """One row-maker of the report: a training run of ``method`` (under ``variant`` of
+    ``report.variants``, if any), or a reference scored by the evaluation's code
+    (``reference`` True), for one seed."""
 
     method: str
     seed: int
     reference: bool = False
+    variant: str | None = None
+
+    @property
+    def label(self) -> str:
+        """Its row in the report: the method, or ``method@variant``."""
+        return self.method if self.variant is None else f"{self.method}@{self.variant}"
 
     @property
     def folder(self) -> str:
         if not self.reference:
-            return f"{self.method}_seed{self.seed}"
+            return f"{self.label.replace('@', '_')}_seed{self.seed}"
         return f"reference_{self.method}" + (f"_seed{self.seed}" if self.method in PER_SEED_REFERENCES else "")
 
 
-def report_jobs(methods: Sequence[str], seeds: Sequence[int]) -> list[Job]:
-    """Every method for every seed, then the references (the seeded one per seed)."""
-    jobs = [Job(m, s) for m in methods for s in seeds]
+def report_jobs(methods: Sequence[str], seeds: Sequence[int], variants: Sequence[str] = ()) -> list[Job]:
+    """Every method (under every variant) for every seed, then the references (the seeded
+    one per seed)."""
+    jobs = [Job(m, s, variant=v) for m in methods for v in (variants or [None]) for s in seeds]
     return jobs + [Job(ref, s, reference=True) for ref in REFERENCES for s in (seeds if ref in PER_SEED_REFERENCES else seeds[:1])]
 
 
-def job_weight(job: Job, steps: int) -> int:
+def job_steps(job: Job, cfg: DictConfig) -> int:
+    """The training steps of ``job`` (its variant's ``train.steps``, else ``report.steps``)."""
+    if job.reference:
+        return 0
+    steps = [o.split("=", 1)[1] for o in (cfg.report.variants.get(job.variant, []) if job.variant else [])
+             if override_key(o) == "train.steps"]  # fmt: skip
+    return int(steps[-1]) if steps else int(cfg.report.steps)
+
+
+def job_weight(job: Job, cfg: DictConfig) -> int:
     """``job``'s share of the report's progress bar, in training steps: a run's steps plus
     one evaluation, a reference one evaluation (``EVALUATION_STEPS``)."""
-    return EVALUATION_STEPS + (0 if job.reference else steps)
+    return EVALUATION_STEPS + job_steps(job, cfg)
 
 
 class StepProgress:
@@ -187,7 +208,7 @@ def run_job(job: Job, cfg: DictConfig, user: Sequence[str], dataset: Path | None
     scored on the env, evaluation and pairs of the report's first method's runs."""
     run_dir = out / "runs" / job.folder
     base = cfg.report.methods[0] if job.reference else job.method
-    run_cfg = compose_in_app(run_overrides(cfg, user, base, job.seed, dataset), run_dir)
+    run_cfg = compose_in_app(run_overrides(cfg, user, base, job.seed, dataset, job.variant), run_dir)
     check_same_config(run_dir, run_cfg)
     metrics = finished(run_dir)
     if metrics is not None:

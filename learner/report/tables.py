@@ -26,6 +26,8 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "category_top1_knn": True,
     "identity_top1_linear": True,
     "relative_pose_r2": True,
+    # the same mean over the columns the supervised ceiling reads (``learnable_columns``)
+    "relative_pose_r2_learnable": True,
     "absolute_pose_r2": True,
     "object_silhouette": True,
     "object_knn_purity": True,
@@ -40,6 +42,11 @@ RELATIVE_POSE_MARGIN = 0.2  # CIPER's relative-pose R^2 at least SimCLR's + 0.2
 CATEGORY_TOLERANCE = 0.02  # CIPER's category top-1 at most 2 points below SimCLR's
 CLEARLY_ABOVE_SDS = 2.0  # paired mean difference above this many sample SDs of the difference
 LEARNING_MARGIN = 0.10  # the baseline's category top-1 at least 10 points above raw pixels
+# A relative-pose column that the supervised ceiling (an encoder trained with the labels on the
+# same data and budget) reads below this R^2 is not learnable at the budget: it says nothing
+# about any self-supervised method and is reported apart.
+LEARNABLE_R2 = 0.3
+RELATIVE_COLUMN = "relative_pose_r2/"
 # Config sections whose values the report lists per run (what every run trained and was scored with).
 SETTING_SECTIONS = ("env", "method", "model", "optim", "train", "eval")
 
@@ -94,6 +101,28 @@ def summarise(per_seed: PerSeed, column_order: Sequence[str] = ()) -> dict[str, 
     }
 
 
+def learnable_columns(per_seed: PerSeed, ceiling: str) -> tuple[list[str], list[str]]:
+    """The relative-pose columns (``relative_pose_r2/<column>``) that ``ceiling`` reads at a mean
+    R² >= ``LEARNABLE_R2`` over its seeds, and those it does not (both empty without it)."""
+    row = summarise({ceiling: per_seed[ceiling]}).get(ceiling, {}) if ceiling in per_seed else {}
+    columns = [k for k in row if k.startswith(RELATIVE_COLUMN) and row[k].n > 0]
+    learnable = [k for k in columns if row[k].mean >= LEARNABLE_R2]
+    return learnable, [k for k in columns if k not in learnable]
+
+
+def with_learnable_headline(per_seed: PerSeed, learnable: Sequence[str]) -> dict[str, dict[int, dict[str, float]]]:
+    """``per_seed`` with ``relative_pose_r2_learnable``: each run's mean relative-pose R² over
+    the ``learnable`` columns only (nan where a run lacks them or none is learnable)."""
+    out: dict[str, dict[int, dict[str, float]]] = {}
+    for method, by_seed in per_seed.items():
+        out[method] = {}
+        for seed, values in by_seed.items():
+            scores = [values[k] for k in learnable if k in values and math.isfinite(values[k])]
+            headline = float(np.mean(scores)) if learnable and len(scores) == len(learnable) else math.nan
+            out[method][seed] = {**values, "relative_pose_r2_learnable": headline}
+    return out
+
+
 def paired_differences(per_seed: PerSeed, metric: str, ours: str, baseline: str) -> np.ndarray:
     """ours - baseline per seed both ran (finite values only), in seed order."""
     a, b = per_seed.get(ours, {}), per_seed.get(baseline, {})
@@ -125,6 +154,28 @@ def markdown_paired(per_seed: PerSeed, ours: str, baseline: str) -> str:
         ratio = c.mean / c.std if c.n > 1 and c.std > 0 else math.nan
         lines.append(f"| {name} | {', '.join(f'{x:+.3f}' for x in d) or 'n/a'} | {_format_cell(c, False)} | "
                      f"{'n/a' if math.isnan(ratio) else f'{ratio:+.1f}'} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def markdown_curve(per_seed: PerSeed, ours: str, baseline: str, x_of: Mapping[str, float], key: str,
+                   metrics: Sequence[str] = ("relative_pose_r2", "relative_pose_r2_learnable", "category_top1_linear")) -> str:
+    """One row per variant of ``ours`` and ``baseline`` in order of ``x_of`` (``key``'s value):
+    each method's mean ± sd and the paired per-seed difference ``ours - baseline`` of ``metrics``
+    (does the difference grow, hold or vanish along ``key``?)."""
+    rows = sorted((x, label.partition("@")[2]) for label, x in x_of.items() if label.partition("@")[0] == ours)
+    lines = [f"| {key} | " + " | ".join(f"{m}: {ours} / {baseline} / {ours} − {baseline} per seed (mean ± sd)" for m in metrics) + " |",
+             "|---:|" + "---|" * len(metrics)]  # fmt: skip
+    for x, variant in rows:
+        a, b = f"{ours}@{variant}", f"{baseline}@{variant}"
+        cells = []
+        for metric in metrics:
+            ca = cell([v.get(metric, math.nan) for v in per_seed.get(a, {}).values()])
+            cb = cell([v.get(metric, math.nan) for v in per_seed.get(b, {}).values()])
+            d = paired_differences(per_seed, metric, a, b)
+            cd = cell(d.tolist())
+            cells.append(f"{_format_cell(ca, False)} / {_format_cell(cb, False)} / "
+                         f"{', '.join(f'{v:+.3f}' for v in d) or 'n/a'} ({_format_cell(cd, False)})")  # fmt: skip
+        lines.append(f"| {x:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -245,16 +296,21 @@ def _format_cell(c: MetricCell, best: bool) -> str:
 
 
 def markdown_table(
-    table: Mapping[str, Mapping[str, MetricCell]], references: Sequence[str] = (), per_column: bool = False
+    table: Mapping[str, Mapping[str, MetricCell]],
+    references: Sequence[str] = (),
+    per_column: bool = False,
+    ceiling: str | None = None,
+    not_learnable: Sequence[str] = (),
 ) -> str:
     """Rows = methods (then the ``references`` rows), columns = metrics with ↑/↓; the best
-    trained method per column in bold (references are not ranked: they calibrate). With
-    ``per_column`` the columns are the per-column pose scores ("relative_pose_r2/<column>"),
-    otherwise the headline metrics."""
+    trained method per column in bold (references and the ``ceiling`` are not ranked: they
+    calibrate). With ``per_column`` the columns are the per-column pose scores
+    ("relative_pose_r2/<column>"), otherwise the headline metrics; a column in
+    ``not_learnable`` is marked (not learnable)."""
     metrics: list[str] = []
     for row in table.values():
         metrics += [m for m in row if m not in metrics and ("/" in m) == per_column]
-    ranked = [m for m in table if m not in references]
+    ranked = [m for m in table if m not in references and m != ceiling]
     best: dict[str, str | None] = {}
     for metric in metrics:
         sign = 1.0 if HIGHER_IS_BETTER.get(metric.split("/")[0], True) else -1.0
@@ -262,10 +318,11 @@ def markdown_table(
                       if metric in table[m] and table[m][metric].n > 0]  # fmt: skip
         best[metric] = max(candidates)[1] if len(candidates) > 1 else None
     arrows = {m: "↑" if HIGHER_IS_BETTER.get(m.split("/")[0], True) else "↓" for m in metrics}
-    lines = ["| method | " + " | ".join(f"{m} {arrows[m]}".rstrip() for m in metrics) + " |",
+    marks = {m: " (not learnable)" if m in not_learnable else "" for m in metrics}
+    lines = ["| method | " + " | ".join(f"{m} {arrows[m]}{marks[m]}".rstrip() for m in metrics) + " |",
              "|---|" + "---:|" * len(metrics)]  # fmt: skip
     for method, row in table.items():
-        label = f"{method} (reference)" if method in references else method
+        label = f"{method} (reference)" if method in references else f"{method} (ceiling)" if method == ceiling else method
         cells = [_format_cell(row[m], best[m] == method) if m in row else "n/a" for m in metrics]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -282,9 +339,13 @@ def markdown_report(
     notes: Sequence[str] = (),
     settings: Sequence[str] = (),
     paired: str = "",
+    ceiling: str | None = None,
+    not_learnable: Sequence[str] = (),
+    extra_sections: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The text of ``report.md``: setup bullets, the settings every run used, the table,
-    the paired differences, the targets, the plots."""
+    the learnability of each pose column, the paired differences, any ``extra_sections``
+    (heading, markdown), the targets, the plots."""
     seeds = max((c.n for row in table.values() for c in row.values()), default=0)
     parts = [f"# {title}", ""]
     if setup:
@@ -296,12 +357,21 @@ def markdown_report(
               f"Cells: mean ± sample std over seeds (up to {seeds}); ↑ = higher is better; bold = best "
               "trained method per column. Metrics are computed on frozen encoder features by "
               "`learner.evaluation` (probes trained on training objects, scored on held-out objects).",
-              "", markdown_table(table, references), ""]  # fmt: skip
+              "", markdown_table(table, references, ceiling=ceiling), ""]  # fmt: skip
     if any("/" in metric for row in table.values() for metric in row):
         parts += ["Per-column pose R² (the headline R² is their mean):", "",
-                  markdown_table(table, references, per_column=True), ""]  # fmt: skip
+                  markdown_table(table, references, per_column=True, ceiling=ceiling, not_learnable=not_learnable), ""]  # fmt: skip
+    if ceiling is not None and ceiling in table:
+        unread = ", ".join(f"`{k.split('/', 1)[1]}` ({table[ceiling][k].mean:.2f})" for k in not_learnable) or "none"
+        parts += [f"Learnable at this budget: a relative-pose column that `{ceiling}` (the same encoder, data "
+                  f"and budget, trained with the labels) reads below R² {LEARNABLE_R2:g} is *not learnable at "
+                  f"this budget* and says nothing about any self-supervised method. Not learnable here: {unread}. "
+                  "`relative_pose_r2` is the mean over every moved column, `relative_pose_r2_learnable` over "
+                  "the learnable ones.", ""]  # fmt: skip
     if paired:
         parts += ["Paired per-seed differences (seed by seed: the same initial encoder weights, the same dataset):", "", paired, ""]
+    for heading, body in extra_sections:
+        parts += [f"## {heading}", "", body, ""]
     parts += ["## Targets", ""]
     for check in targets:
         verdict = {True: "PASS", False: "FAIL", None: "UNDECIDED"}[check.passed]
