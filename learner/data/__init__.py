@@ -1,0 +1,1 @@
+"""What the learner trains on: pair sources, targets and labels, augmentations, image input."""
