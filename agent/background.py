@@ -7,7 +7,8 @@ writes into partition w until asked to stop. A monitor thread in the parent rest
 worker that died (crash, kill, exception), logging why, while the others go on; a worker's
 exception reaches the parent with its traceback through a queue. Restarted workers use
 fresh episode ids (a new generation) and seeds, so nothing they write collides with what
-the buffer already holds.
+the buffer already holds. A worker whose learner was killed (SIGKILL runs no cleanup) stops,
+and the survivors destroy the learner's shared-memory segment.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import atexit
 import logging
 import multiprocessing as mp
-import os
 import threading
 import time
 import traceback
@@ -65,7 +65,7 @@ def _collector_main(
     rate_limit: tuple[float, int] | None = None,
 ) -> None:
     ignore_interrupts_in_workers()  # the learner stops its collectors itself
-    parent = os.getppid()
+    learner_alive = learner_lifeline()
     buffer = ReplayBuffer.attach(handle)
     collector = None
     try:
@@ -75,8 +75,8 @@ def _collector_main(
         policy = factory(policy_cfg, vector_env.single_action_space, num_envs, seed, action_set=env_cfg.action_set)
         first_episode = episode_id_base(worker) + (generation << GENERATION_SHIFT)
         collector = Collector(vector_env, policy, buffer.writer(worker), first_episode, chunk_steps)
-        # An orphaned worker (parent killed) stops too instead of rendering forever.
-        while not stop.is_set() and os.getppid() == parent:
+        # An orphaned worker (learner killed) stops too instead of rendering forever.
+        while not stop.is_set() and learner_alive():
             if rate_limit is not None and buffer.writers_ahead(*rate_limit):
                 # Far enough ahead of the learner: leave the cores to it (Reverb-style
                 # sample-to-insert rate limiting).
@@ -89,7 +89,19 @@ def _collector_main(
     finally:
         if collector is not None:
             collector.close()
-        buffer.close()
+        if stop.is_set() or learner_alive():
+            buffer.close()
+        else:  # the learner was killed: the survivors free its shared memory
+            buffer.unlink_orphaned()
+
+
+def learner_lifeline() -> Callable[[], bool]:
+    """Whether the process that started this one still lives. With forkserver (the default
+    here) a worker's OS parent is the fork server, which outlives a killed learner as long
+    as any worker does, so ``os.getppid()`` never changes; the pipe multiprocessing keeps
+    from the starting process does close when it dies."""
+    parent = mp.parent_process()
+    return (lambda: True) if parent is None else parent.is_alive
 
 
 class CollectorPoolBase:
@@ -224,6 +236,10 @@ class BackgroundCollectors(CollectorPoolBase):
         )
         process.start()
         self.processes[worker] = process
+
+    def alive(self) -> int:
+        """Workers running now."""
+        return sum(process is not None and process.is_alive() for process in self.processes)
 
     def _drain_errors(self) -> None:
         while True:

@@ -29,6 +29,7 @@ from gymnasium import spaces
 
 import envs
 from agent.atomic_files import write_bytes_atomic
+from conf.schema import PolicyConfig
 from envs.scene_state import DEFAULT_ACTION_SET
 
 FORMAT_VERSION = 1
@@ -37,12 +38,14 @@ STATUS_FILE = "status.json"
 PICKUP_DIR = "pickups"
 # Error-model and policy constants. They are not config keys (conf/schema.py only has
 # curious_candidates and curious_refresh_steps); each is a constructor argument.
-NUM_FEATURES = 128  # random Fourier features of the normalised action
-LENGTHSCALE = 0.5  # in normalised action units: the box [-1, 1] spans ~4 lengthscales
-RIDGE = 1.0  # prior precision; one sample adds ~2 to the feature Gram diagonal sum
+# The error model's and the policy's settings have their one default in the config
+# (conf.schema.PolicyConfig.curious_*; --help); these names are those defaults.
+NUM_FEATURES = PolicyConfig.curious_features  # random Fourier features of the normalised action
+LENGTHSCALE = PolicyConfig.curious_lengthscale  # in normalised action units: the box [-1, 1] spans ~4 lengthscales
+RIDGE = PolicyConfig.curious_ridge  # prior precision; one sample adds ~2 to the feature Gram diagonal sum
+EPSILON = PolicyConfig.curious_epsilon  # share of uniform actions among the curious ones (coverage)
+UCB_BETA = PolicyConfig.curious_ucb_beta  # weight of the predictive standard deviation in a candidate's score
 MIN_SAMPLES = 32.0  # effective samples before the first publication
-EPSILON = 0.1  # share of uniform actions among the curious ones (coverage)
-UCB_BETA = 1.0  # weight of the predictive standard deviation in a candidate's score
 FLIP_THRESHOLD = 0.5  # envs.image_state: a normalised flip action above this toggles
 
 
@@ -127,7 +130,7 @@ class ErrorModelFitter:
         rng = np.random.default_rng(seed)
         self.weights = rng.normal(0.0, 1.0 / lengthscale, size=(num_features, action_dim))
         self.phase = rng.uniform(0.0, 2.0 * np.pi, size=num_features)
-        self.ridge, self.forgetting = float(ridge), float(forgetting)
+        self.ridge, self.forgetting, self.lengthscale = float(ridge), float(forgetting), float(lengthscale)
         size = num_features + 1
         self.gram = np.zeros((size, size))  # sum w phi phi^T
         self.moment = np.zeros(size)  # sum w phi e
@@ -138,6 +141,10 @@ class ErrorModelFitter:
     @property
     def action_dim(self) -> int:
         return int(self.weights.shape[1])
+
+    @property
+    def num_features(self) -> int:
+        return int(self.weights.shape[0])
 
     def update(self, x: np.ndarray, error: np.ndarray) -> None:
         """Forget a little, then add pairs with normalised actions ``x`` (N, A) and errors (N,)."""
@@ -317,8 +324,6 @@ class CuriousPolicyFactory:
 
     model_path: str
     env_id: str
-    epsilon: float = EPSILON
-    ucb_beta: float = UCB_BETA
 
     def __call__(
         self, policy_cfg: Any, action_space: spaces.Box, num_envs: int, seed: int | None = None, action_set: str = DEFAULT_ACTION_SET
@@ -326,5 +331,5 @@ class CuriousPolicyFactory:
         names = tuple(d.name for d in envs.world_module(self.env_id).action_dims(action_set))
         return CuriousPolicy(
             action_space, num_envs, self.model_path, seed, candidates=int(policy_cfg.curious_candidates),
-            epsilon=self.epsilon, ucb_beta=self.ucb_beta, action_names=names,
+            epsilon=policy_cfg.curious_epsilon, ucb_beta=policy_cfg.curious_ucb_beta, action_names=names,
         )  # fmt: skip

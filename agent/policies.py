@@ -134,7 +134,7 @@ class OrbitPolicy:
             names = ["sweep"] + ["still"] * (size - 1)
         self.azimuth = np.array([n.endswith("azimuth") or n == "sweep" for n in names])
         self.elevation = np.array([n.endswith("elevation") for n in names])
-        self.rotation = np.array([n.startswith("object_rot_") for n in names])
+        self.rotation = np.array([n.startswith(("object_rot_", "object_turn_")) for n in names])
         self.phase = np.zeros(self.num_envs, dtype=np.int64)
         self.axis = np.zeros((self.num_envs, int(self.rotation.sum())), dtype=np.float64)
         self.reset(np.ones(self.num_envs, dtype=bool))

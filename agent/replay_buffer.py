@@ -8,6 +8,8 @@ one ``multiprocessing.shared_memory`` segment; :class:`PartitionWriter` is the
 partition of the ring; :class:`EpisodePairSampler` returns slot indices of valid pairs.
 :class:`ReplayBuffer` ties them together for the learner (``sample_pairs``, counters) and
 hands picklable :class:`ReplayBufferHandle`\\ s to child processes, which ``attach``.
+:class:`SegmentRecord` notes a live buffer's segment in its run folder, so that the next run
+there destroys one a killed run left behind.
 
 Concurrency guarantee (several writer processes, one or more readers, no locks): each
 partition has exactly one writer, which numbers its views by an absolute position and
@@ -27,6 +29,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from multiprocessing import shared_memory
+from pathlib import Path
 
 import numpy as np
 
@@ -383,8 +386,74 @@ class ReplayBuffer:
             self.storage.memory.unlink()
             self._owner = False
 
+    def unlink_orphaned(self) -> None:
+        """Destroy the segment from an attached process whose creator died without doing it
+        (the surviving collectors clean up after a killed learner); then detach."""
+        if self.storage.arrays:
+            try:
+                self.storage.memory.unlink()
+            except FileNotFoundError:  # another survivor was first
+                pass
+        self.close()
+
     def __enter__(self) -> ReplayBuffer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.unlink() if self._owner else self.close()
+
+
+def unlink_segment(name: str) -> bool:
+    """Destroy the shared-memory segment ``name`` if it exists; returns whether it did."""
+    try:
+        segment = shared_memory.SharedMemory(name=name)
+    except FileNotFoundError:
+        return False
+    segment.close()
+    segment.unlink()
+    return True
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+class SegmentRecord:
+    """The segments of live buffers, recorded in a folder (a run folder) as
+    ``<folder>/.shared_memory/<segment name>`` holding the creator's PID, so that the next run
+    in that folder removes a segment whose creator was killed before it could (SIGKILL runs
+    no cleanup; a segment lives until unlinked or the machine restarts)."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.folder = Path(run_dir) / ".shared_memory"
+
+    def add(self, name: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / name).write_text(f"{os.getpid()}\n")
+
+    def remove(self, name: str) -> None:
+        (self.folder / name).unlink(missing_ok=True)
+        if self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()
+
+    def remove_stale(self) -> list[str]:
+        """Destroy the recorded segments whose creator is gone; returns the names of those
+        that still existed."""
+        removed = []
+        for path in sorted(self.folder.glob("*")) if self.folder.is_dir() else []:
+            try:
+                pid = int(path.read_text().strip())
+            except ValueError:
+                pid = None
+            if pid is not None and pid != os.getpid() and _process_alive(pid):
+                continue  # a live run's (another torchrun rank's)
+            if unlink_segment(path.name):
+                removed.append(path.name)
+            self.remove(path.name)
+        return removed

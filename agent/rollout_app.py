@@ -5,9 +5,12 @@ The dataset is planned as shards of ``dataset.shard_size`` transitions up to
 ``(dataset.seed, k)`` with episode ids starting at ``episode_id_base(k)``, so every shard is a
 pure function of the config and its index. Running the same command again after a crash
 keeps the complete shards and collects only the missing ones, and the result is the same
-dataset. A dataset made with a different config is refused (the error names the differing
-keys) unless ``dataset.overwrite=true``. Counts, frames/s and the write rate go to
-``metrics.json`` in the run folder.
+dataset; every kept shard's sha256 is checked first, and a corrupt shard is collected again
+(saying so). One rollout writes a dataset at a time (``conf.locks``: a second one is
+refused naming the first one's PID). A dataset made with a different config is refused (the
+error names the differing keys) unless ``dataset.overwrite=true``. Counts, frames/s and the
+write rate go to ``metrics.json`` in the run folder. With ``dataset.format=3diebench`` the same shards are
+written in SIE's 3DIEBench layout instead (:mod:`agent.iebench_writer`, docs/3diebench.md).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import math
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +34,13 @@ from tqdm import tqdm
 import envs
 from agent.atomic_files import write_json_atomic
 from agent.collector import Collector, make_vector_env
+from agent.iebench_writer import check_benchmark_target, write_benchmark
 from agent.policies import make_policy
 from agent.shards import CorruptShardError, ShardWriter, read_manifest, remove_dataset, verify_shard
 from agent.transitions import MemorySink, TransitionBatch, episode_id_base
 from conf.app import EXIT_INTERRUPTED, hydra_app
 from conf.app_common import key_differences, resolve_path
+from conf.locks import FolderLock
 from conf.schema import CiperConfig
 from conf.typed import plain_config, typed_config
 from conf.validate import ConfigError
@@ -103,9 +109,12 @@ def dataset_header(cfg: CiperConfig | DictConfig) -> dict[str, Any]:
 def check_dataset(cfg: CiperConfig | DictConfig) -> None:
     """Refuse, before anything is written, a rerun that would replace or shrink the dataset
     at ``dataset.path`` without ``dataset.overwrite=true``."""
+    root = resolve_path(cfg.dataset.path)
+    if cfg.dataset.format == "3diebench":
+        check_benchmark_target(root, dataset_header(cfg), cfg.dataset.overwrite)
+        return
     if cfg.dataset.overwrite:
         return
-    root = resolve_path(cfg.dataset.path)
     stored = read_manifest(root)
     if stored is None:
         return
@@ -134,8 +143,9 @@ def open_dataset(root: Path, header: dict[str, Any], overwrite: bool) -> ShardWr
 
 
 def complete_as_planned(root: Path, header: dict[str, Any], plan: list[tuple[int, int]]) -> dict[str, Any] | None:
-    """The manifest when the dataset already holds exactly the planned shards, intact in
-    size (read only: a complete dataset on a read-only mount needs no write); else None."""
+    """The manifest when the dataset already holds exactly the planned shards, each file
+    with its recorded size and sha256 (read only: a complete dataset on a read-only mount
+    needs no write); else None."""
     stored = read_manifest(root)
     if stored is None or stored["header"] != header:
         return None
@@ -143,7 +153,7 @@ def complete_as_planned(root: Path, header: dict[str, Any], plan: list[tuple[int
         return None
     try:
         for entry in stored["shards"]:
-            verify_shard(root / entry["name"], entry["files"], checksums=False)
+            verify_shard(root / entry["name"], entry["files"], checksums=True)
     except CorruptShardError:
         return None
     return stored
@@ -181,11 +191,15 @@ def rollout(cfg: CiperConfig | DictConfig) -> dict[str, Any]:
     check_dataset(cfg)
     root = resolve_path(cfg.dataset.path)
     header = dataset_header(cfg)
+    if cfg.dataset.format == "3diebench":
+        metrics = write_benchmark(root, header, collected_shards(cfg))
+        return {**metrics, "wall_seconds": time.perf_counter() - started}
     plan = shard_plan(cfg.dataset.steps, cfg.dataset.shard_size)
-    progress = {"written": [], "transitions": 0, "collect_seconds": 0.0, "write_seconds": 0.0}
+    progress = {"written": [], "regenerated": [], "transitions": 0, "collect_seconds": 0.0, "write_seconds": 0.0}
     manifest = complete_as_planned(root, header, plan)
     if manifest is None:
-        manifest = complete_dataset(cfg, root, header, plan, progress)
+        with FolderLock(root, what=f"dataset.path={root}"):  # one writer per dataset
+            manifest = complete_dataset(cfg, root, header, plan, progress)
     return rollout_metrics(root, manifest, plan, progress, time.perf_counter() - started)
 
 
@@ -195,7 +209,10 @@ def complete_dataset(
     """Collect and write every planned shard the dataset lacks; returns the manifest.
     ``progress`` counts what this call wrote."""
     writer = open_dataset(root, header, cfg.dataset.overwrite)
-    writer.validate_listed()
+    for index, problem in writer.validate_listed(checksums=True).items():
+        # Shards are deterministic: the one collected again equals what was recorded.
+        log.warning("rollout: regenerating shard %d: %s", index, problem)
+        progress["regenerated"].append(index)
     planned = dict(plan)
     for entry in list(writer.manifest["shards"]):
         # A shorter last shard of an earlier, smaller run is collected again at full length;
@@ -229,6 +246,21 @@ def complete_dataset(
     return writer.manifest
 
 
+def collected_shards(cfg: CiperConfig) -> Iterator[tuple[int, TransitionBatch]]:
+    """(index, transitions) of every planned shard, collected as for the shard format, for a
+    writer that takes them in memory (``dataset.format=3diebench``); envs start on first use."""
+    vector_env = make_vector_env(cfg.env, cfg.collector.num_envs, cfg.collector.vectorization)
+    finished = False
+    try:
+        for index, transitions in shard_plan(cfg.dataset.steps, cfg.dataset.shard_size):
+            batch, _, vector_env = collect_shard(vector_env, cfg, index, transitions)
+            log.info("rollout: shard %d collected (%d transitions)", index, transitions, extra={"progress": True})
+            yield index, batch
+        finished = True
+    finally:
+        _close_quietly(vector_env, terminate=not finished)
+
+
 def _close_quietly(vector_env: Any, terminate: bool) -> None:
     if vector_env is None:
         return
@@ -254,6 +286,7 @@ def rollout_metrics(
         "shards": len(shards),
         "shards_written": len(progress["written"]),
         "shards_kept": len(plan) - len(progress["written"]),
+        "shards_regenerated": len(progress["regenerated"]),
         "transitions_written": written,
         "renderers": sorted({s.get("renderer", "unknown") for s in shards}),
         "collect_seconds": collect_s,
@@ -268,6 +301,8 @@ def rollout_metrics(
 def interrupted_note(cfg: CiperConfig) -> str:
     """What a Ctrl-C kept, and how to go on."""
     root = resolve_path(cfg.dataset.path)
+    if cfg.dataset.format == "3diebench":
+        return f"ciper-rollout: interrupted; the 3DIEBench folder {root} is incomplete; rerun the same command to write it again"
     plan = shard_plan(cfg.dataset.steps, cfg.dataset.shard_size)
     shards = (read_manifest(root) or {"shards": []})["shards"]
     kept = sum(s["transitions"] for s in shards)

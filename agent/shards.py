@@ -28,6 +28,7 @@ import numpy as np
 
 from agent.atomic_files import fsync_dir, write_json_atomic
 from agent.transitions import TransitionBatch
+from conf.errors import UserError
 
 FORMAT_NAME = "ciper-view-shards"
 FORMAT_VERSION = 1
@@ -38,8 +39,9 @@ _SHARD_PATTERN = re.compile(r"^shard_(\d{5,})$")
 _HASH_CHUNK = 1 << 22
 
 
-class CorruptShardError(RuntimeError):
-    """A shard whose files are missing, truncated, modified or of an unexpected type."""
+class CorruptShardError(UserError, RuntimeError):
+    """A shard whose files are missing, truncated, modified or of an unexpected type (the
+    user can repair it: rerunning the rollout regenerates the shard)."""
 
 
 def shard_name(index: int) -> str:
@@ -259,15 +261,16 @@ class ShardWriter:
             adopted.append(index)
         return adopted
 
-    def validate_listed(self) -> list[int]:
-        """Drop listed shards whose files are missing or have the wrong size (cheap check);
-        returns the dropped indices so the caller can write them again."""
-        dropped = []
+    def validate_listed(self, checksums: bool = False) -> dict[int, str]:
+        """Drop listed shards whose files are missing or have the wrong size, or (with
+        ``checksums``) a sha256 other than the recorded one; returns ``{index: what is wrong}``
+        of the dropped shards so the caller can say so and write them again."""
+        dropped = {}
         for entry in list(self._manifest["shards"]):
             try:
-                verify_shard(self.root / entry["name"], entry["files"], checksums=False)
-            except CorruptShardError:
-                dropped.append(entry["index"])
+                verify_shard(self.root / entry["name"], entry["files"], checksums=checksums)
+            except CorruptShardError as error:
+                dropped[entry["index"]] = str(error)
                 self._manifest["shards"].remove(entry)
                 shutil.rmtree(self.root / entry["name"], ignore_errors=True)
         if dropped:

@@ -1,12 +1,17 @@
-"""Pilot sweep: which CPU budget makes SimCLR learn, measured through the project's own code.
+"""Pilot sweep: short runs of a report preset's setup under other settings, measured through
+the project's own code (which budget makes SimCLR learn; what lets an encoder read the
+object's turn; which knobs make CIPER's prediction head matter).
 
-Writes one shared dataset per (task, image size) with ``agent.rollout_app.rollout``, trains
+A task is a report preset (``report=static`` or ``report=objects``): its run overrides and
+each method's own. Writes one shared dataset per distinct set of a setting's data overrides
+(``env.*``, ``policy.*``; the image size among them) with ``agent.rollout_app.rollout``, trains
 short runs with ``learner.training.loop.train`` on configs composed by ``conf.compose.compose_config``
 (the config every ``ciper-train`` run gets), evaluates them with the frozen-encoder
 evaluation ``learner.evaluation`` (category top-1 linear, relative-pose R² mean over the
 moved columns) and scores the raw-pixel, untrained-encoder and oracle references on the same
-probe views. Each run reports how far its encoder moved from its seeded initialisation
-(``encoder_weight_change`` = ||w - w_init|| / ||w_init||, in the run's ``metrics.json``).
+probe views of that data. Each run reports how far its encoder moved from its seeded
+initialisation (``encoder_weight_change`` = ||w - w_init|| / ||w_init||, in ``metrics.json``);
+``--columns`` adds per-column scores (``relative_pose_r2/object_rot_x`` ...) to the table.
 
 A setting is ``name:key=value,key=value`` (overrides on top of the task's base). Finished
 runs (a ``metrics.json`` with an evaluation) are reused, so a killed sweep resumes and a
@@ -35,25 +40,23 @@ from omegaconf import OmegaConf  # noqa: E402
 import envs  # noqa: E402
 from agent.rollout_app import rollout  # noqa: E402
 from conf.compose import compose_config  # noqa: E402
+from conf.schema import GROUP_OPTIONS  # noqa: E402
 from learner.evaluation.evaluate import evaluate_reference  # noqa: E402
 from learner.training.loop import train  # noqa: E402
 
-# Each task's base overrides: the valid setup of issue 10 (both presets use the same keys).
-TASKS: dict[str, list[str]] = {
-    # Digits under the env's geometric + photometric + flip actions, background colours
-    # redrawn every step; the env's actions are the augmentations, so the learner's own
-    # crop and colour augmentations are off (they would double up).
-    "static": ["env.id=ciper/ImageView-v0", "env.action_set=full", "method.augment_crop=false",
-               "method.augment_color=false", "env.episode_steps=16", "policy=random"],  # fmt: skip
-    # The new scene, camera and object actions of the smooth observer policy, time pairs,
-    # Kornia augmentations.
-    "objects": ["env.id=ciper/ObjectView-v0", "env.action_set=observer", "env.episode_steps=16"],
-}
-# simclr's positives on each task: static = one step of the env's augmentation actions (the
-# pair is two augmentations of one image; 0 would be two identical, unaugmented copies),
-# objects = two Kornia augmentations of one view.
-SIMCLR_OFFSET = {"static": 1, "objects": 0}
+# A task is a report preset: its run overrides (report.overrides) and each method's own
+# (report.method_overrides, e.g. simclr's pairs on static images), so the pilot trains what
+# the report would.
+TASKS = ("static", "objects")
 COLUMNS = ("category_top1_linear", "category_top1_knn", "relative_pose_r2", "within_object_pose_spearman")
+
+
+def task_overrides(task: str) -> list[str]:
+    return list(GROUP_OPTIONS["report"][task].overrides)
+
+
+def method_overrides(task: str, method: str) -> list[str]:
+    return [f"method={method}", *GROUP_OPTIONS["report"][task].method_overrides.get(method, [])]
 
 
 def parse_setting(text: str) -> tuple[str, list[str]]:
@@ -68,12 +71,22 @@ def image_size_of(overrides: list[str], default: int) -> int:
     return sizes[-1] if sizes else default
 
 
-def dataset_for(task: str, size: int, args: argparse.Namespace, out: Path) -> tuple[Path, float]:
-    path = out / f"dataset_{size}px"
+def data_overrides(overrides: list[str]) -> list[str]:
+    """The overrides of a setting that change the data (``env.*``, ``policy.*``): each
+    distinct list gets its own dataset and references."""
+    return sorted(o for o in overrides if o.startswith(("env.", "policy.", "policy=")))
+
+
+def tag_of(overrides: list[str]) -> str:
+    return "_".join(o.replace("=", "-").replace("/", "-").replace(",", "-") for o in overrides) or "base"
+
+
+def dataset_for(task: str, data: list[str], args: argparse.Namespace, out: Path) -> tuple[Path, float]:
+    path = out / f"dataset_{tag_of(data)}"
     started = time.perf_counter()
-    cfg = compose_config([*TASKS[task], f"env.image_size={size}", f"dataset.path={path}",
-                          f"dataset.steps={args.dataset_steps}", "dataset.shard_size=2048",
-                          "collector.vectorization=sync"], run_dir=out / f"rollout_{size}px")  # fmt: skip
+    cfg = compose_config([*task_overrides(task), *data, f"dataset.path={path}", f"dataset.steps={args.dataset_steps}",
+                          "dataset.shard_size=2048", "collector.vectorization=sync"],
+                         run_dir=out / f"rollout_{tag_of(data)}")  # fmt: skip
     rollout(cfg)
     return path, time.perf_counter() - started
 
@@ -82,13 +95,12 @@ def eval_overrides(args: argparse.Namespace) -> list[str]:
     return [f"eval.views_per_object={args.views}", f"eval.objects_limit={args.objects}", "eval.plots=false"]
 
 
-def reference(task: str, name: str, size: int, extra: list[str], args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    """Reference ``name`` on the probe views of this task and size (reused when scored before)."""
-    tag = "_".join([name, f"{size}px", *[e.replace("=", "-").replace("/", "-") for e in extra]])
-    path = out / "references" / f"{tag}.json"
+def reference(task: str, name: str, data: list[str], extra: list[str], args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Reference ``name`` on the probe views of this task and data (reused when scored before)."""
+    path = out / "references" / f"{name}_{tag_of([*data, *extra])}.json"
     if path.exists():
         return json.loads(path.read_text())
-    cfg = compose_config([*TASKS[task], f"env.image_size={size}", *eval_overrides(args), *extra], run_dir=out)
+    cfg = compose_config([*task_overrides(task), *data, *eval_overrides(args), *extra], run_dir=out)
     started = time.perf_counter()
     scores = evaluate_reference(name, cfg, envs.world_module(cfg.env.id), None)
     result = {"eval": scores, "eval_s": time.perf_counter() - started}
@@ -124,8 +136,7 @@ def train_run(task: str, method: str, seed: int, overrides: list[str], dataset: 
         metrics = json.loads(done.read_text())
         if metrics.get("completed") and "eval" in metrics:
             return metrics
-    method_keys = [f"method={method}"] + ([f"method.time_offset={SIMCLR_OFFSET[task]}"] if method == "simclr" else [])
-    cfg = compose_config([*TASKS[task], *method_keys, *eval_overrides(args), "train.mode=offline",
+    cfg = compose_config([*task_overrides(task), *method_overrides(task, method), *eval_overrides(args), "train.mode=offline",
                           f"train.dataset={dataset}", f"train.seed={seed}", "train.checkpoint_every=100000",
                           f"train.batch_size={args.batch}", *overrides], run_dir=run_dir)  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -138,12 +149,12 @@ def train_run(task: str, method: str, seed: int, overrides: list[str], dataset: 
     return metrics
 
 
-def row(label: str, method: str, metrics: dict[str, Any]) -> dict[str, Any]:
+def row(label: str, method: str, metrics: dict[str, Any], columns: tuple[str, ...] = COLUMNS) -> dict[str, Any]:
     ev = metrics["eval"]
     steps = metrics.get("steps")
     train_s = metrics.get("wall_s")
     return {
-        "setting": label, "method": method, **{c: ev.get(c, float("nan")) for c in COLUMNS},
+        "setting": label, "method": method, **{c: ev.get(c, float("nan")) for c in columns},
         "weight_change": metrics.get("encoder_weight_change", float("nan")),
         "loss_first": metrics.get("losses_first", {}).get("loss", float("nan")),
         "loss_last": metrics.get("losses_last", {}).get("loss", float("nan")),
@@ -154,8 +165,8 @@ def row(label: str, method: str, metrics: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    head = ["setting", "method", *COLUMNS, "weight_change", "loss first→last", "s/step", "CPU s/step", "train s",
+def markdown(rows: list[dict[str, Any]], columns: tuple[str, ...] = COLUMNS) -> str:
+    head = ["setting", "method", *columns, "weight_change", "loss first→last", "s/step", "CPU s/step", "train s",
             "run s"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
 
@@ -164,7 +175,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
     for r in rows:
         loss = f"{f(r['loss_first'], '.3f')}→{f(r['loss_last'], '.3f')}" if r["loss_first"] == r["loss_first"] else ""
-        lines.append("| " + " | ".join([r["setting"], r["method"], *(f(r[c], ".3f") for c in COLUMNS),
+        lines.append("| " + " | ".join([r["setting"], r["method"], *(f(r[c], ".3f") for c in columns),
                                         f(r["weight_change"], ".3f"), loss, f(r["s_per_step"], ".2f"),
                                         f(r.get("cpu_s_per_step", float("nan")), ".2f"),
                                         f(r["train_s"], ".0f"), f(r["run_s"], ".0f")]) + " |")  # fmt: skip
@@ -173,7 +184,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=sorted(TASKS), default="static")
+    parser.add_argument("--task", choices=TASKS, default="static", help="the report preset whose runs are piloted")
     parser.add_argument("--out", type=Path, default=None, help="folder of the datasets and runs (runs/pilot/<task>)")
     parser.add_argument("--setting", action="append", default=[], help="name:key=value,... (repeatable)")
     parser.add_argument("--methods", default="simclr", help="comma-separated methods trained per setting")
@@ -183,6 +194,7 @@ def main() -> None:
     parser.add_argument("--dataset-steps", type=int, default=8192, help="transitions of each shared dataset")
     parser.add_argument("--views", type=int, default=8, help="eval.views_per_object")
     parser.add_argument("--objects", type=int, default=300, help="eval.objects_limit (objects or images per split)")
+    parser.add_argument("--columns", default="", help="comma-separated further scores to show, e.g. relative_pose_r2/object_rot_x")
     parser.add_argument("--doc", type=Path, default=None, help="append the table to this markdown file")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -191,30 +203,32 @@ def main() -> None:
     settings = [parse_setting(s) for s in args.setting] or [("default", [])]
     methods = [m for m in args.methods.split(",") if m]
 
+    columns = (*COLUMNS, *(c for c in args.columns.split(",") if c))
     rows: list[dict[str, Any]] = []
-    datasets: dict[int, Path] = {}
-    refs_done: set[tuple[str, int, tuple[str, ...]]] = set()
+    datasets: dict[tuple[str, ...], Path] = {}
+    refs_done: set[tuple[str, ...]] = set()
     for label, overrides in settings:
-        size = image_size_of(overrides, args.image_size)
-        if size not in datasets:
-            datasets[size], seconds = dataset_for(args.task, size, args, out)
-            print(f"dataset {datasets[size]} ready in {seconds:.0f} s", flush=True)
-        overrides = [o for o in overrides if not o.startswith("env.image_size=")] + [f"env.image_size={size}"]
+        if not any(o.startswith("env.image_size=") for o in overrides):
+            overrides = [*overrides, f"env.image_size={args.image_size}"]
+        data = data_overrides(overrides)
+        if tuple(data) not in datasets:
+            datasets[tuple(data)], seconds = dataset_for(args.task, data, args, out)
+            print(f"dataset {datasets[tuple(data)]} ready in {seconds:.0f} s", flush=True)
         for method in methods:
-            metrics = train_run(args.task, method, args.seed, overrides, datasets[size], out / "runs" / f"{label}_{method}", args)
-            rows.append(row(label, method, metrics))
-            print(markdown(rows[-1:]).splitlines()[-1], flush=True)
-        # The untrained encoder of this setting's architecture, then pixels and oracle once per size.
+            metrics = train_run(args.task, method, args.seed, overrides, datasets[tuple(data)], out / "runs" / f"{label}_{method}", args)
+            rows.append(row(label, method, metrics, columns))
+            print(markdown(rows[-1:], columns).splitlines()[-1], flush=True)
+        # The untrained encoder of this setting's architecture, then pixels and oracle once per data.
         arch = [o for o in overrides if o.startswith("model.")]
         for name, extra in (("random", [*arch, f"train.seed={args.seed}"]), ("pixels", []), ("oracle", [])):
-            key = (name, size, tuple(extra))
+            key = (name, *data, *extra)
             if key in refs_done:
                 continue
             refs_done.add(key)
-            result = reference(args.task, name, size, extra, args, out)
-            rows.append(row(f"{size}px {' '.join(arch)}".strip() if name == "random" else f"{size}px", f"{name} (ref)", result))
-            print(markdown(rows[-1:]).splitlines()[-1], flush=True)
-    table = markdown(rows)
+            result = reference(args.task, name, data, extra, args, out)
+            rows.append(row(" ".join([*data, *arch]) if name == "random" else " ".join(data), f"{name} (ref)", result, columns))
+            print(markdown(rows[-1:], columns).splitlines()[-1], flush=True)
+    table = markdown(rows, columns)
     print(table)
     (out / "pilot.json").write_text(json.dumps(rows, indent=2))
     if args.doc is not None:

@@ -57,7 +57,12 @@ class PolicyConfig:
     smooth_sigma: float = 0.35  # Ornstein-Uhlenbeck noise scale per step (smooth)
     orbit_speed: float = 0.5  # normalised azimuth action per step (orbit)
     curious_candidates: int = 8  # candidate actions scored per step (curious)
-    curious_refresh_steps: int = 50  # learner steps between weight refreshes of curious actors
+    curious_refresh_steps: int = 50  # learner steps between publications of the error model to the collectors (curious)
+    curious_epsilon: float = 0.1  # share of uniform actions among the curious ones, for coverage (curious)
+    curious_ucb_beta: float = 1.0  # weight of the error model's predictive std in a candidate's score (curious)
+    curious_features: int = 128  # random Fourier features of the normalised action in the error model (curious)
+    curious_lengthscale: float = 0.5  # their lengthscale, in normalised action units: [-1, 1] spans ~4 (curious)
+    curious_ridge: float = 1.0  # the error model's prior precision (ridge penalty) (curious)
 
 
 @dataclass
@@ -86,6 +91,7 @@ class DatasetConfig:
     shard_size: int = 1024  # transitions per shard
     overwrite: bool = False  # replace a dataset made with a different config
     seed: int = 0  # seed of the rollout (envs and policy)
+    format: str = "shards"  # what ciper-rollout writes: shards (.npy shards + manifest.json) or 3diebench (SIE's JPEG + latent layout, docs/3diebench.md)
 
 
 @dataclass
@@ -242,6 +248,18 @@ class CiperConfig:
 # 2,500 steps fit 12 runs and 19 evaluations in ~60 min.
 STATIC_STEPS = 1000
 OBJECTS_STEPS = 2500
+# The active observer's setup shared by report=objects, scaling and policies: the new scene,
+# camera and object actions, time pairs, Kornia augmentations (simclr: two augmentations of one
+# view) with crops of at least half the view, so the object stays in it. Probes on every
+# object, 16 views each: the relative-pose probe needs the pairs to reach its ceiling on the
+# rotation columns (oracle 0.88-0.91; learner/evaluation/scores.py POSE_PROBE_ROWS).
+OBJECTS_SETUP = ("env.action_set=observer", "env.image_size=32", "env.episode_steps=16", "model.width=16",
+                 "optim.lr=5e-3", "method.crop_scale=[0.5,1.0]", "eval.views_per_object=16")  # fmt: skip
+# report=scaling's budgets, x2 apart: 2 methods x 3 seeds x 7,500 steps at the objects preset's
+# ~0.085 s/step (docs/report_objects.md: 213 s per 2,500-step run) is ~64 min, + 24 evaluations
+# of ~16 s; 625-5,000 would be ~87 min, too close to the 90 min budget.
+SCALING_STEPS = (500, 1000, 2000, 4000)
+POLICIES_STEPS = OBJECTS_STEPS  # report=policies: the objects budget, online
 
 GROUP_OPTIONS: dict[str, dict[str, Any]] = {
     "policy": {
@@ -269,14 +287,22 @@ GROUP_OPTIONS: dict[str, dict[str, Any]] = {
             "env.id=ciper/ImageView-v0", "env.action_set=full", "env.image_size=32", "env.episode_steps=16",
             "policy=random", "method.augment_crop=false", "method.augment_color=false", "model.width=16",
             "optim.lr=5e-3", "eval.views_per_object=4", "eval.objects_limit=300"]),
-        # The active observer: the new scene, camera and object actions from the smooth policy,
-        # time pairs, Kornia augmentations (simclr: two augmentations of one view) with crops of
-        # at least half the view, so the object stays in it. Probes on every object, 16 views
-        # each: the relative-pose probe needs the pairs to reach its ceiling on the rotation
-        # columns (oracle 0.88-0.91; learner/evaluation.py POSE_PROBE_ROWS).
-        "objects": ReportConfig(steps=OBJECTS_STEPS, dataset_steps=16384, overrides=[
-            "env.action_set=observer", "env.image_size=32", "env.episode_steps=16", "model.width=16",
-            "optim.lr=5e-3", "method.crop_scale=[0.5,1.0]", "eval.views_per_object=16"]),
+        # The active observer (OBJECTS_SETUP) from the smooth policy, one shared dataset.
+        "objects": ReportConfig(steps=OBJECTS_STEPS, dataset_steps=16384, overrides=list(OBJECTS_SETUP)),
+        # Does the head's effect grow with compute? CIPER and its contrastive half on the objects
+        # setup at four budgets (one shared dataset), scores plotted against train.steps.
+        "scaling": ReportConfig(
+            methods=["ciper", "ciper_contrastive"], steps=OBJECTS_STEPS, dataset_steps=16384, overrides=list(OBJECTS_SETUP),
+            variants={str(n): [f"train.steps={n}"] for n in SCALING_STEPS}, curve_key="train.steps", ceiling=None,
+            ours=f"ciper@{SCALING_STEPS[-1]}", baseline=f"ciper_contrastive@{SCALING_STEPS[-1]}",
+            comparisons=[["ciper", "ciper_contrastive"]]),
+        # Does the observer's choice of views matter? Online CIPER on the objects setup, collectors
+        # in the background, one run per policy and seed; paired differences against random.
+        "policies": ReportConfig(
+            methods=["ciper"], steps=POLICIES_STEPS, mode="online", overrides=list(OBJECTS_SETUP),
+            variants={p: [f"policy={p}"] for p in ("random", "smooth", "orbit", "curious")}, ceiling=None,
+            ours="ciper@curious", baseline="ciper@random",
+            comparisons=[[f"ciper@{p}", "ciper@random"] for p in ("smooth", "orbit", "curious")]),
     },
 }
 

@@ -23,11 +23,13 @@ from hydra.core.override_parser.types import OverrideType
 from omegaconf import DictConfig, OmegaConf
 
 import envs  # noqa: F401  (registers the ids)
+from conf.errors import UserError
 from conf.schema import GROUP_OPTIONS, CiperConfig
+from envs import iebench_state
 from envs.view_arguments import env_kwargs
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A mistake in the command line or the config: one line naming key, value and what is
     expected; the console scripts exit with code 2 and write nothing."""
 
@@ -36,7 +38,8 @@ class ConfigError(ValueError):
 _INT_AT_LEAST: dict[str, tuple[int, bool]] = {
     "env.episode_steps": (1, False),
     "collector.num_envs": (1, False), "collector.num_workers": (1, False), "collector.chunk_steps": (1, False),
-    "collector.lead_views": (0, True),
+    "collector.lead_views": (0, True), "policy.curious_candidates": (1, False),
+    "policy.curious_refresh_steps": (1, False), "policy.curious_features": (1, False),
     "buffer.capacity": (2, False), "buffer.max_offset": (1, False), "buffer.min_offset": (0, False),
     "buffer.warmup_views": (0, False),
     "dataset.steps": (1, False), "dataset.shard_size": (1, False),
@@ -52,18 +55,21 @@ _INT_AT_LEAST: dict[str, tuple[int, bool]] = {
     "view.upscale": (1, False),
 }  # fmt: skip
 _WHY = {"train.batch_size": " (NT-Xent needs a negative)", "report.batch_size": " (NT-Xent needs a negative)"}
-_POSITIVE = ("optim.lr", "train.replay_ratio")
-_NOT_NEGATIVE = ("optim.weight_decay",)
+_POSITIVE = ("optim.lr", "train.replay_ratio", "policy.curious_lengthscale", "policy.curious_ridge")
+_NOT_NEGATIVE = ("optim.weight_decay", "policy.curious_ucb_beta")
 _CHOICES: dict[str, tuple[str, ...]] = {
     "train.mode": ("online", "offline"),
     "collector.kind": ("local", "ray"),
     "collector.vectorization": ("async", "sync"),
     "model.encoder": ("small", "resnet18"),
+    "report.encoder": ("small", "resnet18"),
+    "report.mode": ("offline", "online"),
     "model.stem": ("cifar", "imagenet"),
     "env.renderer": ("tiny", "egl"),
     "policy.name": tuple(GROUP_OPTIONS["policy"]),
     "view.source": ("env", "dataset"),
     "view.video_format": ("gif", "mp4"),
+    "dataset.format": ("shards", "3diebench"),
 }
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -131,6 +137,9 @@ def _check_ranges(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value not in choices:
             raise ConfigError(f"{key}={value!r}: expected one of {', '.join(choices)}")
+    epsilon = OmegaConf.select(cfg, "policy.curious_epsilon", default=0.0)
+    if not 0.0 <= epsilon <= 1.0:
+        raise ConfigError(f"policy.curious_epsilon={epsilon!r}: expected a share in [0, 1]")
     _check_method(cfg)
     if not cfg.report.seeds:
         raise ConfigError("report.seeds=[]: expected at least one seed")
@@ -221,6 +230,9 @@ def _env_error(error: Exception, env_cfg: DictConfig) -> ConfigError:
 def check_env_arguments(env_cfg: DictConfig, splits: Iterable[tuple[str, str]] = ()) -> None:
     """Build (and close) the env with ``env_cfg``'s arguments so its constructor checks them,
     once per extra ``(key, split)`` too (evaluation splits). Nothing is rendered."""
+    if env_cfg.id == envs.IEBENCH_ID:  # recorded views: no env to build, the world checks its arguments
+        _check_benchmark_arguments(env_cfg, splits)
+        return
     registered = sorted(k for k in gym.registry if k.startswith("ciper/"))
     if env_cfg.id not in registered:
         raise ConfigError(f"env.id={env_cfg.id!r}: expected one of {', '.join(registered)}")
@@ -229,6 +241,19 @@ def check_env_arguments(env_cfg: DictConfig, splits: Iterable[tuple[str, str]] =
         try:
             gym.make(env_cfg.id, **{**kwargs, "split": split}).close()
         except (ValueError, TypeError, FileNotFoundError, KeyError) as error:
+            converted = _env_error(error, env_cfg)
+            if key != "env.split" and str(converted).startswith("env.split="):
+                converted = ConfigError(str(converted).replace("env.split=", f"{key}=", 1))
+            raise converted from error
+
+
+def _check_benchmark_arguments(env_cfg: DictConfig, splits: Iterable[tuple[str, str]]) -> None:
+    """`envs.iebench_state.check_arguments` for ``env.*`` and every ``(key, split)``, its
+    message's argument renamed to the config key."""
+    for key, split in (("env.split", env_cfg.split), *splits):
+        try:
+            iebench_state.check_arguments(env_cfg.action_set, env_cfg.image_size, env_cfg.catalog, [split])
+        except (ValueError, FileNotFoundError) as error:
             converted = _env_error(error, env_cfg)
             if key != "env.split" and str(converted).startswith("env.split="):
                 converted = ConfigError(str(converted).replace("env.split=", f"{key}=", 1))

@@ -20,8 +20,10 @@ import colorsys
 import functools
 import math
 import pkgutil
+import shutil
 import tempfile
 import warnings
+import weakref
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,10 +189,11 @@ class BulletScene:
         self.client = pb.connect(pb.DIRECT)
         self.shadows = shadows
         self.renderer = self._start_renderer(renderer)
-        # Textures and texture-mapped meshes are files pybullet reads once; they live here.
-        # A TemporaryDirectory is removed at close() or, for a scene never closed, when collected.
-        self._folder = tempfile.TemporaryDirectory(prefix="ciper_scene_")
-        self._files = Path(self._folder.name)
+        # Textures and texture-mapped meshes are files pybullet reads once; they live here,
+        # removed at close() or, for a scene never closed, when it is collected or the
+        # interpreter exits (weakref.finalize: quietly, where TemporaryDirectory warns).
+        self._files = Path(tempfile.mkdtemp(prefix="ciper_scene_"))
+        self._remove_files = weakref.finalize(self, shutil.rmtree, self._files, ignore_errors=True)
         self._shape_cache: dict[str, tuple[int, int]] = {}  # object_id -> (shape, texture)
         self._body: int | None = None
         self._object_key: str | None = None
@@ -331,5 +334,5 @@ class BulletScene:
             except pb.error:
                 pass
             self.client = -1
-        if getattr(self, "_folder", None) is not None:
-            self._folder.cleanup()
+        if getattr(self, "_remove_files", None) is not None:
+            self._remove_files()

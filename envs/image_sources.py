@@ -31,6 +31,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TEST_EVERY = 5
 
 DEFAULT_IMAGE_SIZE = 96
+#: The smallest side an image folder's image may have: a smaller one carries no shape to view.
+MIN_IMAGE_SIDE = 8
 #: The default digit set: 375 images per digit, 3,000 train and 750 test in all, at 64 px.
 DEFAULT_IMAGES_PER_CLASS = 375
 DIGIT_IMAGE_SIZE = 64
@@ -296,6 +298,10 @@ def load_image_folder(root: str | Path, size: int = DEFAULT_IMAGE_SIZE) -> Image
             bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if bgr is None:
                 raise ValueError(f"image {path}: unreadable (cv2.imread failed)")
+            if min(bgr.shape[:2]) < MIN_IMAGE_SIDE:
+                raise ValueError(f"image {path}: {bgr.shape[1]}x{bgr.shape[0]} pixels, smaller than "
+                                 f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}: scaled up to {size}x{size} it would show "
+                                 "nothing to learn; remove it from the folder")  # fmt: skip
             images.append(_square(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size))
             labels.append(label)
             ids.append(f"{class_dir.name}/{path.name}")

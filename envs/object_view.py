@@ -56,6 +56,8 @@ class ObjectViewEnv(ViewEnv):
     | object     | 3    | object rotation vector about world x, y, z (15 deg each)       |
     | light      | 2    | light azimuth (45 deg), light elevation (15 deg)               |
     | observer   | 6    | camera (3) + object (3)                                        |
+    | handheld   | 6    | camera (3) + object rotation vector about the camera's own axes |
+    |            |      | (right, up, view axis; 15 deg each)                            |
     | full       | 9    | camera (3) + object (3) + light (2) + floor hue (0.05 turns)   |
 
     ## Observation Space
@@ -103,7 +105,7 @@ class ObjectViewEnv(ViewEnv):
     Never terminates. Truncates after ``episode_steps`` steps.
 
     ## Arguments
-    - ``action_set``: "camera", "object", "light", "observer" or "full".
+    - ``action_set``: "camera", "object", "light", "observer", "handheld" or "full".
     - ``image_size``: side of the square observation, 16..1024 (default 64).
     - ``split``: catalogue split to draw objects from: "train", "test", "extra",
       "categorised" or "all" (default "train").
@@ -128,6 +130,7 @@ class ObjectViewEnv(ViewEnv):
       step 30 -> 45 deg, 40 instances per shape family; ``absolute_pose`` gains the camera
       azimuth (sin/cos), which the floor now shows.
     - v0, action set ``observer`` added (issue 10; existing sets unchanged).
+    - v0, action set ``handheld`` added (issue 19; existing sets unchanged).
     - v0, one default per key (issue 12): ``episode_steps`` defaults to 32 (was 100), the
       config's default; constructor defaults live in ``envs.view_arguments``.
     """

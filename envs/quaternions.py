@@ -83,3 +83,34 @@ def random_quaternion(rng: np.random.Generator) -> np.ndarray:
         ]
     )
     return quat_canonical(q)
+
+
+def _axis_quaternion(angle: np.ndarray, axis: int) -> np.ndarray:
+    """Quaternion(s) of a rotation by ``angle`` radians about coordinate axis 0, 1 or 2."""
+    half = 0.5 * np.asarray(angle, dtype=np.float64)
+    q = np.zeros((*half.shape, 4))
+    q[..., axis] = np.sin(half)
+    q[..., 3] = np.cos(half)
+    return q
+
+
+def quat_from_euler_xyz(angles: np.ndarray) -> np.ndarray:
+    """Quaternion(s) of extrinsic x-y-z Euler angles (..., 3): turn about the fixed x axis,
+    then y, then z, so R = Rz Ry Rx (scipy's ``Rotation.from_euler("xyz", ...)``, Blender's
+    XYZ Euler: 3DIEBench's rotation latents). Canonical (w >= 0)."""
+    a = np.asarray(angles, dtype=np.float64)
+    qx, qy, qz = (_axis_quaternion(a[..., i], i) for i in range(3))
+    return quat_canonical(quat_multiply(qz, quat_multiply(qy, qx)))
+
+
+def euler_xyz_from_quat(q: np.ndarray) -> np.ndarray:
+    """Extrinsic x-y-z Euler angles (..., 3) of quaternion(s), the inverse of
+    :func:`quat_from_euler_xyz`: x and z in [-pi, pi], y in [-pi/2, pi/2]. At gimbal lock
+    (y = +-pi/2) x is set to 0 and z carries the whole turn about the vertical."""
+    m = quat_to_matrix(q)
+    sin_y = np.clip(-m[..., 2, 0], -1.0, 1.0)
+    y = np.arcsin(sin_y)
+    locked = np.abs(sin_y) > 1.0 - 1e-12
+    x = np.where(locked, 0.0, np.arctan2(m[..., 2, 1], m[..., 2, 2]))
+    z = np.where(locked, np.arctan2(-m[..., 0, 1], m[..., 1, 1]), np.arctan2(m[..., 1, 0], m[..., 0, 0]))
+    return np.stack([x, y, z], axis=-1)

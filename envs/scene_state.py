@@ -78,6 +78,14 @@ OBJECT_DIMS = (
     ActionDim("object_rot_y", np.deg2rad(15.0), "rad (world y, rotation vector)"),
     ActionDim("object_rot_z", np.deg2rad(15.0), "rad (world z, rotation vector)"),
 )
+# The object turned about the axes of the current view (the rotation vector in the camera
+# frame of the view before the step: x right, y up, z toward the camera), as an observer turns
+# a thing in hand: a turn about y shows the object's side, about z rolls it in the image.
+VIEW_OBJECT_DIMS = (
+    ActionDim("object_turn_x", np.deg2rad(15.0), "rad (camera right axis, rotation vector)"),
+    ActionDim("object_turn_y", np.deg2rad(15.0), "rad (camera up axis, rotation vector)"),
+    ActionDim("object_turn_z", np.deg2rad(15.0), "rad (camera view axis, toward the camera)"),
+)
 LIGHT_DIMS = (
     ActionDim("light_azimuth", np.deg2rad(45.0), "rad"),
     ActionDim("light_elevation", np.deg2rad(15.0), "rad"),
@@ -94,6 +102,9 @@ ACTION_SETS: dict[str, tuple[ActionDim, ...]] = {
     # The observer moves itself and turns the object in hand (report=objects): every
     # column changes the object's pose in the camera frame, none is a scenery change.
     "observer": CAMERA_DIMS + OBJECT_DIMS,
+    # The same observer, turning the object about the axes of its own view instead of the
+    # world's (what the images show directly, without the camera azimuth; docs/object_turn.md).
+    "handheld": CAMERA_DIMS + VIEW_OBJECT_DIMS,
     "full": CAMERA_DIMS + OBJECT_DIMS + LIGHT_DIMS + FLOOR_DIMS,
 }
 
@@ -117,13 +128,15 @@ def apply_action(state: np.ndarray, action: np.ndarray, action_set: str) -> tupl
     ``action`` is clipped to [-1, 1] and scaled to physical units; the camera elevation,
     camera distance and light elevation are then clamped to their ranges. Returns the new
     state and the change actually applied, in physical units, in the action's layout
-    (object dimensions are the world-frame rotation vector that was applied).
+    (object dimensions are the rotation vector that was applied: in the world frame for
+    ``object_rot_*``, in the camera frame of ``state`` for ``object_turn_*``).
     """
     dims = action_dims(action_set)
     requested = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0) * action_max_steps(action_set)
     new = np.array(state, dtype=np.float64, copy=True)
     applied = np.zeros(len(dims), dtype=np.float64)
-    rotvec = np.zeros(3)
+    rotvec = np.zeros(3)  # world frame
+    turn = np.zeros(3)  # camera frame of the view before the step
     for i, (dim, step) in enumerate(zip(dims, requested, strict=True)):
         name = dim.name
         if name in ("camera_azimuth", "light_azimuth"):
@@ -139,12 +152,17 @@ def apply_action(state: np.ndarray, action: np.ndarray, action_set: str) -> tupl
         elif name.startswith("object_rot_"):
             rotvec["xyz".index(name[-1])] = step
             applied[i] = step
+        elif name.startswith("object_turn_"):
+            turn["xyz".index(name[-1])] = step
+            applied[i] = step
         elif name == "floor_hue":
             k = STATE_INDEX[name]
             new[k] = (new[k] + step) % 1.0
             applied[i] = step
         else:  # pragma: no cover - ACTION_SETS and this table are edited together
             raise AssertionError(f"no transition for action dimension {name!r}")
+    if np.any(turn):
+        rotvec = rotvec + camera_rotation(state) @ turn
     if np.any(rotvec):
         new[QUAT] = quat_canonical(quat_multiply(quat_from_rotvec(rotvec), new[QUAT]))
     return new, applied
@@ -161,12 +179,13 @@ def relative_change(state_a: np.ndarray, state_b: np.ndarray, action_set: str) -
     """Change from ``state_a`` to ``state_b`` in physical units, in ``action_set``'s layout.
 
     Angles are wrapped deltas in [-pi, pi), hue a wrapped delta in turns, and the object
-    dimensions the world-frame rotation vector of ``q_b * q_a^-1``. Broadcasts over
-    leading dimensions. For one step it equals ``info["applied_action"]`` (modulo 2 pi).
+    dimensions the rotation vector of ``q_b * q_a^-1``: in the world frame (``object_rot_*``)
+    or in the camera frame of view a (``object_turn_*``). Broadcasts over leading
+    dimensions. For one step it equals ``info["applied_action"]`` (modulo 2 pi).
     """
     a = np.asarray(state_a, dtype=np.float64)
     b = np.asarray(state_b, dtype=np.float64)
-    rotvec = None
+    rotvec = turn = None
     columns = []
     for dim in action_dims(action_set):
         name = dim.name
@@ -180,6 +199,10 @@ def relative_change(state_a: np.ndarray, state_b: np.ndarray, action_set: str) -
             if rotvec is None:
                 rotvec = rotvec_from_quat(relative_quaternion(a, b))
             columns.append(rotvec[..., "xyz".index(name[-1])])
+        elif name.startswith("object_turn_"):
+            if turn is None:
+                turn = relative_turn(a, b)
+            columns.append(turn[..., "xyz".index(name[-1])])
         elif name == "floor_hue":
             k = STATE_INDEX[name]
             columns.append(wrap_unit(b[..., k] - a[..., k]))
@@ -193,14 +216,23 @@ def relative_quaternion(state_a: np.ndarray, state_b: np.ndarray) -> np.ndarray:
     return quat_canonical(quat_multiply(qb, quat_conjugate(qa)))
 
 
+def relative_turn(state_a: np.ndarray, state_b: np.ndarray) -> np.ndarray:
+    """The object's rotation from view a to view b as a rotation vector in view a's camera
+    frame (x right, y up, z toward the camera): ``R_camera(a)^T`` times the world-frame one."""
+    world = rotvec_from_quat(relative_quaternion(state_a, state_b))  # (..., 3)
+    return np.einsum("...ji,...j->...i", camera_rotation(state_a), world)
+
+
 def relative_action_names(action_set: str) -> tuple[str, ...]:
     """Names of the columns of :func:`relative_action` for ``action_set``."""
     names: list[str] = []
     dims = [d.name for d in action_dims(action_set)]
     if "camera_azimuth" in dims:
         names += ["camera_azimuth_sin", "camera_azimuth_cos", "camera_elevation", "camera_distance"]
-    if "object_rot_x" in dims:
+    if any(d.startswith("object_rot_") for d in dims):
         names += ["object_dq_x", "object_dq_y", "object_dq_z", "object_dq_w"]
+    if any(d.startswith("object_turn_") for d in dims):
+        names += ["object_turn_dq_x", "object_turn_dq_y", "object_turn_dq_z", "object_turn_dq_w"]
     if "light_azimuth" in dims:
         names += ["light_azimuth_sin", "light_azimuth_cos", "light_elevation"]
     if "floor_hue" in dims:
@@ -213,7 +245,8 @@ def relative_action(state_a: np.ndarray, state_b: np.ndarray, action_set: str) -
 
     Encoding (columns named by :func:`relative_action_names`): azimuth deltas as sin/cos,
     elevation and distance deltas as plain differences, the object rotation as the
-    canonical relative quaternion ``q_b * q_a^-1`` (x, y, z, w with w >= 0), the floor hue
+    canonical relative quaternion ``q_b * q_a^-1`` (x, y, z, w with w >= 0; for
+    ``object_turn_*`` that rotation in view a's camera frame), the floor hue
     delta as sin/cos of 2 pi times the delta. Continuous everywhere except the measure-zero
     set where the relative rotation is exactly pi. Broadcasts over leading dimensions.
     """
@@ -223,8 +256,11 @@ def relative_action(state_a: np.ndarray, state_b: np.ndarray, action_set: str) -
     if "camera_azimuth" in dims:
         c = dims.index("camera_azimuth")
         columns += [np.sin(change[..., c]), np.cos(change[..., c]), change[..., c + 1], change[..., c + 2]]
-    if "object_rot_x" in dims:
+    if any(d.startswith("object_rot_") for d in dims):
         dq = relative_quaternion(state_a, state_b)
+        columns += [dq[..., 0], dq[..., 1], dq[..., 2], dq[..., 3]]
+    if any(d.startswith("object_turn_") for d in dims):
+        dq = quat_canonical(quat_from_rotvec(relative_turn(state_a, state_b)))
         columns += [dq[..., 0], dq[..., 1], dq[..., 2], dq[..., 3]]
     if "light_azimuth" in dims:
         c = dims.index("light_azimuth")
@@ -384,7 +420,7 @@ def viewpoint_azimuth(state: np.ndarray) -> np.ndarray:
 def viewpoint_latent(states: np.ndarray, action_set: str) -> tuple[str, np.ndarray] | None:
     """``("viewpoint_azimuth", viewpoint_azimuth(states))`` where ``action_set`` moves the
     camera or the object, so the side in view changes; None where it moves neither."""
-    if not any(d.name.startswith(("camera_", "object_rot_")) for d in action_dims(action_set)):
+    if not any(d.name.startswith(("camera_", "object_rot_", "object_turn_")) for d in action_dims(action_set)):
         return None
     return "viewpoint_azimuth", viewpoint_azimuth(states)
 

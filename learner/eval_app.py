@@ -10,9 +10,11 @@ A reference needs no checkpoint: its features (the true pose, noise, the scene's
 values, raw pixels, an untrained encoder) go through the same probes as an encoder's, on the
 views of ``env.*``, so every score has its ceiling and floor beside it.
 
-The world (``env.id``, ``env.action_set``, ``env.image_size``) is the one the checkpoint
-was trained in, read from its architecture record; an override of those keys that
-disagrees is an error rather than a silent evaluation on views the encoder never saw. Other
+The world (``env.id``, ``env.action_set``, ``env.image_size``), the architecture
+(``model.*``) and the method are the ones the checkpoint was trained with, read from its
+records before anything is written: an override of those keys that disagrees is refused
+naming the key, the checkpoint's value and the given one, rather than a silent evaluation of
+something else, and the run folder's ``config.yaml`` records what was evaluated. Other
 ``env.*`` keys (catalogue, renderer) and the ``eval.*`` keys apply as given. The metrics
 (:data:`learner.evaluation.METRIC_NAMES`) are printed as a table and written to
 ``metrics.json`` under ``"eval"`` (the layout ``ciper-train`` uses), with the embedding PNG,
@@ -21,29 +23,36 @@ into the run folder.
 
 from __future__ import annotations
 
+import logging
 import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 import envs
 from agent.atomic_files import write_json_atomic
 from conf.app import hydra_app, overridden_keys
 from conf.app_common import resolve_path
 from conf.schema import CiperConfig, EnvConfig
+from conf.settle import settle_augmentations
 from conf.typed import plain_config, typed_config
 from conf.validate import ConfigError
 from learner.evaluation.evaluate import evaluate_encoder, evaluate_reference, render_probes
 from learner.evaluation.references import REFERENCE_MEANING, REFERENCES
 from learner.evaluation.scores import METRIC_NAMES
 from learner.evaluation.shortcut import probe_pairs_shortcut
+from learner.methods.registry import settings_from_record
 from learner.training.checkpoint import load_checkpoint, load_model
 from learner.training.device import select_device
 
+log = logging.getLogger(__name__)
+
 # env keys that decide what the encoder saw, and their names in the architecture record.
 ARCHITECTURE_ENV_KEYS = {"id": "env_id", "action_set": "action_set", "image_size": "image_size"}
+# model keys that decide the shapes of the weights (their names in the record are the same).
+ARCHITECTURE_MODEL_KEYS = ("encoder", "stem", "width", "proj_hidden", "proj_dim", "pred_hidden")
 
 
 def checkpoint_env(env_cfg: EnvConfig | DictConfig, architecture: dict[str, Any], overridden: set[str]) -> EnvConfig:
@@ -124,8 +133,14 @@ def evaluate_reference_record(cfg: CiperConfig, run_dir: Path) -> dict[str, Any]
 
 
 def check_eval_checkpoint(cfg: DictConfig) -> None:
-    """``eval.checkpoint`` names a checkpoint file (checked before ``ciper-eval`` writes)."""
+    """``eval.reference`` names a reference, or ``eval.checkpoint`` a checkpoint file whose
+    world, architecture and method ``cfg`` then takes (checked before ``ciper-eval`` writes)."""
+    explicit = overridden_keys()
     if cfg.eval.reference is not None:  # a reference needs no checkpoint
+        if cfg.eval.reference not in REFERENCES:
+            raise ConfigError(f"eval.reference={cfg.eval.reference!r}: expected one of {', '.join(REFERENCES)}")
+        for note in settle_augmentations(cfg, explicit):
+            log.info(note)
         return
     if cfg.eval.checkpoint is None:
         raise ConfigError("eval.checkpoint=null: expected the checkpoint to evaluate, eval.checkpoint=PATH")
@@ -134,6 +149,32 @@ def check_eval_checkpoint(cfg: DictConfig) -> None:
         raise ConfigError(f"eval.checkpoint={cfg.eval.checkpoint}: no checkpoint file at {path}")
     if not zipfile.is_zipfile(path):
         raise ConfigError(f"eval.checkpoint={cfg.eval.checkpoint}: not a checkpoint (expected the .pt file ciper-train writes)")
+    try:
+        payload = load_checkpoint(path)
+    except ValueError as error:
+        raise ConfigError(f"eval.checkpoint={cfg.eval.checkpoint}: {error}") from error
+    adopt_checkpoint(cfg, payload["architecture"], payload["method_settings"], explicit)
+
+
+def adopt_checkpoint(cfg: DictConfig, architecture: dict[str, Any], method: dict[str, Any], explicit: set[str]) -> None:
+    """Set ``cfg``'s world (``env.id``, ``env.action_set``, ``env.image_size``), ``model.*``
+    and ``method`` to the checkpoint's, so the run folder records what is evaluated; an
+    explicit override (a key in ``explicit``) that disagrees is a `ConfigError`."""
+    recorded = {f"env.{key}": architecture[name] for key, name in ARCHITECTURE_ENV_KEYS.items()}
+    recorded |= {f"model.{key}": architecture[key] for key in ARCHITECTURE_MODEL_KEYS if key in architecture}
+    recorded |= {f"method.{key}": value for key, value in method.items()}
+    if "method" in explicit:
+        recorded["method"] = method["name"]
+    for key in sorted(explicit & set(recorded)):
+        given = cfg.method.name if key == "method" else OmegaConf.select(cfg, key)
+        if given != recorded[key]:
+            raise ConfigError(f"{key}={given!r}: the checkpoint was trained with {key}={recorded[key]!r}; drop the "
+                              "override (ciper-eval evaluates the checkpoint as it was trained)")  # fmt: skip
+    with open_dict(cfg):
+        cfg.method = OmegaConf.structured(settings_from_record(method))
+        for key, value in recorded.items():
+            if key.startswith(("env.", "model.")):
+                OmegaConf.update(cfg, key, value, merge=False)
 
 
 main = hydra_app(run, check=check_eval_checkpoint)

@@ -25,8 +25,16 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from conf.app import hydra_app
+from conf.validate import ConfigError
 from learner.report.builder import build_report
-from learner.report.jobs import user_overrides_of_app
+from learner.report.jobs import (
+    check_same_config,
+    compose_in_app,
+    passed_through,
+    report_jobs,
+    run_overrides,
+    user_overrides_of_app,
+)
 
 
 def _task(cfg: DictConfig) -> None:
@@ -39,8 +47,28 @@ def _task(cfg: DictConfig) -> None:
     print(f"report: {out / 'report.md'}")
 
 
+def check_report_folder(cfg: DictConfig) -> None:
+    """Refuse, before anything is written, a rerun into a report folder whose runs were made
+    with other settings (``report.steps=100`` on a folder made with 300): each saved run
+    config is compared with the one this report would compose for it."""
+    out = Path(cfg.run_dir).resolve()
+    if not (out / "runs").is_dir():
+        return
+    r, user = cfg.report, passed_through(user_overrides_of_app())
+    dataset = out / "dataset" if str(r.mode) == "offline" else None  # where learner.report.jobs.write_dataset puts it
+    for job in report_jobs([str(m) for m in r.methods], [int(s) for s in r.seeds], list(r.variants)):
+        run_dir = out / "runs" / job.folder
+        if not (run_dir / "config.yaml").is_file():
+            continue
+        base = str(r.methods[0]) if job.reference else job.method
+        try:
+            check_same_config(run_dir, compose_in_app(run_overrides(cfg, user, base, job.seed, dataset, job.variant), run_dir))
+        except ValueError as error:
+            raise ConfigError(f"hydra.run.dir={out}: {error}") from error
+
+
 # A plain rerun of the same command finds the earlier runs: one folder per preset.
-main = hydra_app(_task, run_dir="runs/ciper-report/${hydra:runtime.choices.report}")
+main = hydra_app(_task, check=check_report_folder, run_dir="runs/ciper-report/${hydra:runtime.choices.report}")
 
 if __name__ == "__main__":
     main()

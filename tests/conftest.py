@@ -57,7 +57,7 @@ def interrupt_when_ready(
         while not (was_ready := ready()) and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         os.killpg(process.pid, signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=60)
+        stdout, stderr = process.communicate(timeout=180)  # a bound for a hang, not a speed claim
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)

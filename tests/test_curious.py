@@ -19,8 +19,18 @@ from agent.curious import (
     publish_error_model,
 )
 from agent.policies import RandomPolicy
+from conf.validate import ConfigError, validate_config
 from envs import scene_state
-from learner.training.curiosity import CuriosityCallback, curious_policy_factory, curious_training
+from learner.evaluation.plots import error_model_history
+from learner.training.action_stats import ActionHistogram, load_actions
+from learner.training.curiosity import (
+    HISTORY_FILE,
+    LANDSCAPE_GRID,
+    CuriosityCallback,
+    curious_policy_factory,
+    curious_training,
+    policy_hooks,
+)
 
 BOX = spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
 
@@ -114,6 +124,22 @@ def test_factory_is_picklable_and_builds_the_policy(make_config, tmp_path):
     assert policy.model_path == model_path_of(tmp_path)
 
 
+def test_the_five_constants_are_config_keys_that_reach_the_policy_and_the_error_model(make_config, tmp_path):
+    cfg = make_config("policy=curious", "policy.curious_epsilon=0.3", "policy.curious_ucb_beta=2.5",
+                      "policy.curious_features=16", "policy.curious_lengthscale=0.25", "policy.curious_ridge=4.0")  # fmt: skip
+    factory, callbacks = policy_hooks(cfg, scene_state, tmp_path)
+    policy = factory(cfg.policy, BOX, 1, seed=0, action_set="camera")
+    assert (policy.epsilon, policy.ucb_beta) == (0.3, 2.5)
+    (callback,) = callbacks
+    fitter = callback.fitter
+    assert (fitter.num_features, fitter.lengthscale, fitter.ridge) == (16, 0.25, 4.0)
+    assert policy_hooks(make_config("policy=random"), scene_state, tmp_path) == (None, [])
+    for key, bad in (("curious_epsilon", 1.5), ("curious_lengthscale", 0.0), ("curious_ridge", -1.0),
+                     ("curious_features", 0), ("curious_ucb_beta", -0.5)):  # fmt: skip
+        with pytest.raises(ConfigError, match=f"policy.{key}="):
+            validate_config(make_config("policy=curious", f"policy.{key}={bad}"))
+
+
 def test_tiny_online_run_publishes_models_the_collectors_pick_up(make_config, tmp_path):
     from learner.training.loop import train
 
@@ -127,8 +153,23 @@ def test_tiny_online_run_publishes_models_the_collectors_pick_up(make_config, tm
     )  # fmt: skip
     factory, callback = curious_training(cfg, scene_state, run_dir)
     assert isinstance(callback, CuriosityCallback)
-    metrics = train(cfg, run_dir, policy_factory=factory, callbacks=[callback])
+    taken = ActionHistogram(scene_state, cfg.env.action_set)
+    metrics = train(cfg, run_dir, policy_factory=factory, callbacks=[callback, taken])
     assert metrics["completed"]
+    # Every publication is in the history, with the landscape along each action axis.
+    history = json.loads((model_path_of(run_dir).with_name(HISTORY_FILE)).read_text())
+    assert len(history) == callback.publications
+    assert [entry["learner_step"] for entry in history] == sorted(entry["learner_step"] for entry in history)
+    names = [d.name for d in scene_state.action_dims(cfg.env.action_set)]
+    assert all(list(entry["landscape"]) == names for entry in history)
+    assert all(len(values) == len(LANDSCAPE_GRID) for entry in history for values in entry["landscape"].values())
+    assert error_model_history(history, tmp_path / "history.png").stat().st_size > 0
+    # The actions of the one-step pairs it trained on, counted per column; saving twice adds up.
+    taken.save(run_dir)
+    record = load_actions(run_dir)
+    assert record["columns"] == names and np.asarray(record["counts"]).sum() > 0
+    taken.save(run_dir)
+    assert np.asarray(load_actions(run_dir)["counts"]).sum() == 2 * np.asarray(record["counts"]).sum()
     assert callback.publications >= 4  # every 3rd step once MIN_SAMPLES pairs are in
     assert callback.forward_fallbacks == 0  # the method recorded its errors in every training step
     model = load_error_model(model_path_of(run_dir))

@@ -371,3 +371,61 @@ def test_a_report_over_variants_plots_scores_against_the_curve_key(tmp_path, mak
     assert "| metric | ciper@long − ciper_contrastive@long per seed |" in text
     assert (out / "curves.png").stat().st_size > 1000
     assert payload["learnable"]["ceiling"] == "supervised@long"
+
+
+def test_scaling_and_policies_presets_vary_one_key_on_the_objects_setup(make_config, tmp_path):
+    from conf.schema import OBJECTS_SETUP, SCALING_STEPS
+    from conf.validate import validate_config
+
+    scaling, policies = make_config("report=scaling"), make_config("report=policies")
+    for cfg in (scaling, policies):
+        validate_config(cfg)
+        assert set(OBJECTS_SETUP) <= set(cfg.report.overrides)
+    assert list(scaling.report.methods) == ["ciper", "ciper_contrastive"] and scaling.report.curve_key == "train.steps"
+    for variant, steps in zip(scaling.report.variants, SCALING_STEPS, strict=True):
+        run = make_config(*run_overrides(scaling, [], "ciper_contrastive", 1, tmp_path / "d", variant))
+        assert (run.train.steps, run.train.seed, run.method.name, run.method.time_offset) == (steps, 1, "ciper_contrastive", 1)
+    assert policies.report.mode == "online" and list(policies.report.methods) == ["ciper"]
+    for variant in ("random", "smooth", "orbit", "curious"):
+        run = make_config(*run_overrides(policies, [], "ciper", 0, None, variant))
+        validate_config(run)
+        assert (run.policy.name, run.train.mode, run.train.steps) == (variant, "online", policies.report.steps)
+        assert (run.env.action_set, run.method.crop_scale) == ("observer", [0.5, 1.0])
+    assert all(b == "ciper@random" for _, b in policies.report.comparisons)
+
+
+def test_online_tables_summarise_actions_and_throughput():
+    edges = [-1.0, -0.5, 0.0, 0.5, 1.0]
+    still = {"columns": ["x", "y"], "edges": edges, "counts": [[0, 5, 5, 0], [10, 0, 0, 0]]}
+    mean_abs, near_zero = report.action_summary(still["counts"], edges)
+    assert np.allclose(mean_abs, [0.25, 0.75]) and np.allclose(near_zero, [0.0, 0.0])
+    text = report.markdown_actions({"ciper@random": still})
+    assert text.splitlines()[2] == "| ciper@random | 0.25 / 0% | 0.75 / 0% |"
+    runs = {"ciper@random": {s: {"images_per_s": 100.0 + s, "data_wait_fraction": 0.1, "wall_s": 10.0,
+                                 "data": {"views_collected": 500.0}} for s in (0, 1)},  # fmt: skip
+            "supervised": {0: {"images_per_s": 1.0, "data_wait_fraction": 0.0, "wall_s": 1.0, "data": {}}}}
+    lines = report.markdown_throughput(runs).splitlines()
+    assert len(lines) == 3 and lines[2].startswith("| ciper@random | 100 ± 1 | 10.0 ± 0.0% | 50 ± 0 |")
+    assert report.markdown_throughput({"supervised": runs["supervised"]}) == ""
+
+
+@pytest.mark.slow
+def test_an_online_report_over_policies_shows_actions_throughput_and_the_error_model(tmp_path, make_config):
+    from learner.report.builder import build_report
+
+    user = ["env.image_size=32", "env.episode_steps=8", "model.width=8", "model.proj_hidden=64", "model.pred_hidden=64",
+            "eval.views_per_object=4", "eval.objects_limit=12", "eval.probe_epochs=2", "collector.num_envs=1",
+            "collector.vectorization=sync", "buffer.warmup_views=32", "train.replay_ratio=2.0",
+            "policy.curious_refresh_steps=2", "train.checkpoint_every=1000"]  # fmt: skip
+    out = tmp_path / "policies"
+    cfg = make_config(*user, "report=policies", "report.seeds=[0]", "report.steps=6", "report.batch_size=8",
+                      "report.variants={random:['policy=random'],curious:['policy=curious']}",
+                      "report.comparisons=[[ciper@curious,ciper@random]]", run_dir=out)  # fmt: skip
+    payload = build_report(cfg, user)
+    assert {"ciper@random", "ciper@curious"} <= set(payload["per_seed"])
+    text = (out / "report.md").read_text()
+    assert "## Actions taken" in text and "## Throughput" in text and "## Error model of ciper@curious" in text
+    assert "| metric | ciper@curious − ciper@random per seed |" in text
+    assert (out / "actions.png").stat().st_size > 1000 and (out / "error_model_ciper_curious.png").stat().st_size > 1000
+    actions = json.loads((out / "runs" / "ciper_random_seed0" / "actions.json").read_text())
+    assert np.asarray(actions["counts"]).sum() > 0

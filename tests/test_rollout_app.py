@@ -145,15 +145,42 @@ def test_a_rerun_never_shrinks_the_dataset_and_a_complete_one_is_not_written(tmp
     assert read_manifest(dataset)["counts"]["transitions"] == 30
 
 
+# A rollout that cannot finish before the signal, however busy the machine: the signal goes
+# once its first shard exists, and a million transitions take minutes after that.
+UNFINISHABLE_STEPS = 1_000_000
+
+
 @pytest.mark.slow
 def test_ctrl_c_keeps_complete_shards_says_so_in_one_line_and_workers_stay_quiet(tmp_path, interrupt):
     dataset = tmp_path / "data"
-    command = rollout_command(dataset, tmp_path / "run", "collector.vectorization=async")
-    process, _ = interrupt(command, ready=(dataset / "shard_00000").is_dir, wait_s=60)
+    command = rollout_command(dataset, tmp_path / "run", "collector.vectorization=async",
+                              f"dataset.steps={UNFINISHABLE_STEPS}")  # fmt: skip
+    process, ready = interrupt(command, ready=(dataset / "shard_00000").is_dir, wait_s=300)
     stderr = process.stderr
+    assert ready, f"the first shard never appeared: {stderr}"
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     line = stderr.strip().splitlines()[-1]
     assert line.startswith("ciper-rollout: interrupted; ") and "rerun the same command" in line
     kept = read_manifest(dataset)["counts"]["transitions"]
-    assert f"({kept}/{STEPS} transitions) kept in {dataset}" in line
+    assert kept < UNFINISHABLE_STEPS
+    assert f"({kept}/{UNFINISHABLE_STEPS} transitions) kept in {dataset}" in line
+
+
+def test_a_rerun_checks_every_shard_checksum_and_regenerates_a_corrupt_one(tmp_path):
+    dataset = tmp_path / "data"
+    small = ("dataset.steps=60", "dataset.shard_size=20")
+    assert run_rollout(dataset, tmp_path / "run_a", *small).returncode == 0
+    intact = view_hashes(dataset)
+    view = dataset / "shard_00001" / "view.npy"
+    data = bytearray(view.read_bytes())
+    data[-3] ^= 0x01  # one bit: sizes still match
+    view.write_bytes(bytes(data))
+
+    again = run_rollout(dataset, tmp_path / "run_b", *small)
+    assert again.returncode == 0, again.stderr
+    assert "regenerating shard 1: shard shard_00001: view.npy sha256" in again.stderr
+    metrics = json.loads((tmp_path / "run_b" / "metrics.json").read_text())
+    assert metrics["shards_regenerated"] == 1 and metrics["shards_written"] == 1 and metrics["shards_kept"] == 2
+    assert view_hashes(dataset) == intact  # shards are deterministic: the same bytes again
+    ViewPairDataset(dataset, verify=True)

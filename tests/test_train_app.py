@@ -79,7 +79,7 @@ def test_ctrl_c_on_online_training_checkpoints_and_prints_the_resume_line(tmp_pa
     run_dir = tmp_path / "run"
     command = train_command(run_dir, "env.image_size=32", "train.steps=100000", "train.checkpoint_every=2",
                             "buffer.warmup_views=64", "collector.num_envs=1")  # fmt: skip
-    process, checkpointed = interrupt(command, ready=(run_dir / "checkpoints" / "last.pt").exists, wait_s=180, cwd=REPO)
+    process, checkpointed = interrupt(command, ready=(run_dir / "checkpoints" / "last.pt").exists, wait_s=300, cwd=REPO)
     stderr = process.stderr
     assert checkpointed, "no checkpoint appeared"
     assert process.returncode == 0, stderr

@@ -10,6 +10,7 @@ used after ``close()`` says so.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ import envs
 REPO = Path(__file__).resolve().parents[1]
 MODULES = {
     "ciper-rollout": "agent.rollout_app", "ciper-train": "learner.train_app", "ciper-eval": "learner.eval_app",
-    "ciper-view": "agent.view_app",
+    "ciper-view": "agent.view_app", "ciper-report": "learner.report_app",
 }  # fmt: skip
 # A live view small enough to render in a second.
 QUICK_VIEW = ("env.image_size=16", "view.rows=1", "view.steps=2", "view.video_steps=2", "view.upscale=1")
@@ -54,6 +55,19 @@ BAD_INPUT = [
     ("ciper-view", ["view.video_format=avi"], ["view.video_format='avi'", "expected one of gif, mp4"]),
     ("ciper-view", ["run_dir=out"], ["run_dir=out", "hydra.run.dir=PATH"]),
     ("ciper-view", ["view.source=dataset", "dataset.path=missing"], ["dataset.path=missing", "no dataset"]),
+    # issue 22: what used to reach run time, Hydra's listings, and waits that could never end
+    ("ciper-train", ["method=cipr"], ["method=cipr: no such method", "ciper, ciper_contrastive", "did you mean ciper?"]),
+    ("ciper-train", ["-m", "method=ciper,simclr_ttt"], ["method=simclr_ttt: no such method", "simclr_tt"]),
+    ("ciper-report", ["report=objectz"], ["report=objectz: no such report", "objects, paper, policies, quick, scaling, static"]),
+    ("ciper-report", ["report.mode=ofline"], ["report.mode='ofline'", "expected one of offline, online"]),
+    ("ciper-train", ["method.crop_scale=[1.5,0.2]"], ["method.crop_scale=[1.5, 0.2]", "0 < low <= high <= 1"]),
+    ("ciper-train", ["method.jitter=[0.4,0.4]"], ["method.jitter=[0.4, 0.4]", "expected 4 strengths"]),
+    ("ciper-eval", ["eval.reference=orcale"], ["eval.reference='orcale'", "expected one of oracle, noise"]),
+    ("ciper-train", ["train.batch_size=8192", "env.image_size=32"],
+     ["train.batch_size=8192", "2048 new views per step", "collector.lead_views=1024", "wait forever"]),
+    ("ciper-train", ["buffer.capacity=100", "train.batch_size=128"], ["train.batch_size=128", "buffer.capacity=100"]),
+    ("ciper-train", ["env.id=ciper/ImageView-v0", "method.augment_crop=true"],
+     ["method.augment_crop=true and env.action_set='geometric'", "crop_x", "both apply"]),
 ]
 
 
@@ -141,3 +155,167 @@ def test_step_or_reset_after_close_says_the_env_is_closed(env_id):
         env.step(env.action_space.sample())
     with pytest.raises(RuntimeError, match=r"reset\(\) after close\(\)"):
         env.reset()
+
+
+# ---------------------------------------------------------------- issue 22: failures found at run time
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess, script: str, expected: list[str]) -> str:
+    """Exit 2, no traceback, the last stderr line ``<script>: error: ...`` holding ``expected``."""
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"{script}: error: "), line
+    for text in expected:
+        assert text in line, line
+    return line
+
+
+def folder_state(root: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime_ns) of every path under ``root``: any write shows."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def flip_a_byte(shard: Path) -> str:
+    path = shard / "view.npy"
+    data = bytearray(path.read_bytes())
+    data[-7] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return "view.npy"
+
+
+def remove_a_file(shard: Path) -> str:
+    (shard / "state.npy").unlink()
+    return "state.npy"
+
+
+def truncate_a_file(shard: Path) -> str:
+    path = shard / "view.npy"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return "view.npy"
+
+
+DAMAGE = {"bit flip": flip_a_byte, "missing file": remove_a_file, "truncated file": truncate_a_file}
+OFFLINE_STEPS = ("train.mode=offline", "train.steps=2", "train.batch_size=8", "train.evaluate=false", "model.width=8")
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_dataset_is_one_line_naming_shard_and_file_and_leaves_no_run_folder(tiny_dataset, tmp_path, damage):
+    dataset = tmp_path / "data"
+    shutil.copytree(tiny_dataset, dataset)
+    file = DAMAGE[damage](dataset / "shard_00001")
+    done = run_script("ciper-train", *OFFLINE_STEPS, f"train.dataset={dataset}", cwd=tmp_path)
+    assert_one_line_error(done, "ciper-train", ["shard_00001", file, "rerun the ciper-rollout command"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no runs/, no .hydra
+
+
+def test_full_error_keeps_the_traceback_of_a_run_time_user_error(tiny_dataset, tmp_path):
+    dataset = tmp_path / "data"
+    shutil.copytree(tiny_dataset, dataset)
+    flip_a_byte(dataset / "shard_00002")
+    done = run_script("ciper-train", *OFFLINE_STEPS, f"train.dataset={dataset}", cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
+    assert done.returncode != 0 and "Traceback" in done.stderr and "CorruptShardError" in done.stderr
+
+
+def test_a_batch_that_cannot_fit_in_memory_is_refused_with_the_arithmetic(tiny_dataset, tmp_path):
+    done = run_script("ciper-train", "train.mode=offline", f"train.dataset={tiny_dataset}", "train.batch_size=1000000000",
+                      cwd=tmp_path)  # fmt: skip
+    assert_one_line_error(done, "ciper-train", ["train.batch_size=1000000000", "GiB", "available", "lower train.batch_size"])
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.fixture(scope="module")
+def width8_checkpoint(tiny_dataset, tmp_path_factory) -> Path:
+    """A 2-step CIPER checkpoint of a width-8 small encoder on 32 px views."""
+    from conf.compose import compose_config
+    from learner.training.loop import train
+
+    run_dir = tmp_path_factory.mktemp("width8")
+    cfg = compose_config([*OFFLINE_STEPS, f"train.dataset={tiny_dataset}", "env.image_size=32", "model.proj_hidden=32",
+                          "model.pred_hidden=32", "train.device=cpu"], run_dir=run_dir)  # fmt: skip
+    train(cfg, run_dir)
+    return run_dir / "checkpoints" / "last.pt"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [("env.image_size=64", "the checkpoint was trained with env.image_size=32"),
+     ("model.width=16", "the checkpoint was trained with model.width=8"),
+     ("model.proj_hidden=2048", "the checkpoint was trained with model.proj_hidden=32"),
+     ("method=simclr", "the checkpoint was trained with method='ciper'")],
+)  # fmt: skip
+def test_eval_refuses_an_override_that_differs_from_the_checkpoint(width8_checkpoint, tmp_path, override, expected):
+    done = run_script("ciper-eval", f"eval.checkpoint={width8_checkpoint}", override, cwd=tmp_path)
+    assert_one_line_error(done, "ciper-eval", [override.replace("=simclr", "='simclr'"), expected, "drop the override"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_eval_records_the_architecture_it_evaluated(width8_checkpoint, tmp_path):
+    done = run_script("ciper-eval", f"eval.checkpoint={width8_checkpoint}", "model.width=8", "eval.views_per_object=2",
+                      "eval.objects_limit=12", "eval.probe_epochs=2", "eval.plots=false", "hydra.run.dir=out",
+                      cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    saved = yaml.safe_load((tmp_path / "out" / ".hydra" / "config.yaml").read_text())
+    assert saved["model"]["width"] == 8 and saved["model"]["proj_hidden"] == 32 and saved["model"]["pred_hidden"] == 32
+    assert saved["env"]["image_size"] == 32 and saved["method"]["name"] == "ciper"
+
+
+def test_report_rerun_with_other_settings_is_refused_before_anything_is_written(make_config, tmp_path):
+    from omegaconf import OmegaConf
+
+    from learner.report.jobs import run_overrides
+
+    out = (tmp_path / "report").resolve()
+    report = make_config("report=quick", run_dir=out)
+    run_dir = out / "runs" / "ciper_seed0"
+    run_dir.mkdir(parents=True)
+    OmegaConf.save(make_config(*run_overrides(report, [], "ciper", 0, out / "dataset"), run_dir=run_dir), run_dir / "config.yaml")
+    before = folder_state(out)
+    done = run_script("ciper-report", "report.steps=100", f"hydra.run.dir={out}", cwd=tmp_path)
+    assert_one_line_error(done, "ciper-report", [f"hydra.run.dir={out}", "another config", "train.steps: 300 -> 100"])
+    assert folder_state(out) == before
+
+
+def test_a_tiny_image_in_an_image_folder_is_refused_naming_the_file(tmp_path):
+    import cv2
+    import numpy as np
+
+    for name, side in (("big", 32), ("tiny", 1)):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "images" / name / f"{name}.png"), np.full((side, side, 3), 200, np.uint8))
+    with pytest.raises(ValueError, match=r"tiny\.png: 1x1 pixels, smaller than 8x8"):
+        gym.make(envs.IMAGE_VIEW_ID, catalog=str(tmp_path / "images"))
+    done = run_script("ciper-rollout", "env.id=ciper/ImageView-v0", f"env.catalog={tmp_path / 'images'}",
+                      "dataset.path=data", cwd=tmp_path)  # fmt: skip
+    assert_one_line_error(done, "ciper-rollout", ["tiny.png", "1x1 pixels"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]
+
+
+def test_a_never_closed_env_cleans_up_without_a_resource_warning(recwarn):
+    import gc
+
+    from envs.bullet_scene import BulletScene
+
+    scene = BulletScene()
+    files = scene._files
+    assert files.is_dir()
+    del scene
+    gc.collect()
+    assert not files.exists()
+    assert not [w for w in recwarn if issubclass(w.category, ResourceWarning)], [str(w.message) for w in recwarn]
+    closed = BulletScene()
+    closed.close()
+    assert not closed._files.exists()
+
+
+def test_a_resume_that_would_change_the_weights_shapes_is_refused_even_with_allow_changes(
+    width8_checkpoint, tiny_dataset, tmp_path
+):
+    run_dir = tmp_path / "run"
+    shutil.copytree(width8_checkpoint.parents[1], run_dir)
+    before = folder_state(run_dir)
+    done = run_script("ciper-train", *OFFLINE_STEPS, f"train.dataset={tiny_dataset}", "train.steps=4", "model.width=16",
+                      "train.allow_changes=true", f"hydra.run.dir={run_dir}", cwd=tmp_path)  # fmt: skip
+    assert_one_line_error(done, "ciper-train", ["another architecture", "width: checkpoint 8 vs config 16", "another hydra.run.dir"])
+    assert folder_state(run_dir) == before

@@ -26,6 +26,8 @@ import kornia.augmentation as K
 import torch
 from torch import Tensor, nn
 
+from conf.settle import DoubledAugmentation, doubled_augmentations, doubled_message
+
 CROP_PARAMETERS = ("crop_center_x", "crop_center_y", "crop_width", "crop_height")
 FLIP_PARAMETERS = ("flip",)
 COLOR_PARAMETERS = ("brightness", "contrast", "saturation", "hue", "grayscale")
@@ -54,27 +56,18 @@ class AugmentationSpec:
         )
 
 
-# Env action dimensions (ImageView's) that already apply a learner augmentation's change.
-_ACTION_DIMS_OF_AUGMENTATION = {
-    "augment_crop": ("crop_x", "crop_y", "crop_scale"),
-    "augment_flip": ("flip",),
-    "augment_color": ("brightness", "contrast", "saturation", "hue"),
-}
-
-
 def augmentation_spec(method_cfg: Any, action_dim_names: Sequence[str], action_set: str) -> AugmentationSpec | None:
     """The ``AugmentationSpec`` of a ``MethodConfig``, or None when every augmentation is off.
 
     Refuses an augmentation that the env's actions already apply (ImageView's crop, flip
     and colour actions): the two would double up and the target would describe neither.
+    Composed configs have turned off such an augmentation unless it was asked for
+    (``conf.settle``), so this refuses only an explicit or hand-built combination.
     """
-    for key, dims in _ACTION_DIMS_OF_AUGMENTATION.items():
-        both = sorted(set(dims) & set(action_dim_names))
-        if bool(getattr(method_cfg, key)) and both:
-            raise ValueError(
-                f"method.{key}=true and env.action_set={action_set!r} (actions {', '.join(both)}) both apply "
-                f"this change to the views: set method.{key}=false or use an action set without it"
-            )
+    doubled = doubled_augmentations(method_cfg, action_dim_names)
+    if doubled:
+        key, actions = next(iter(doubled.items()))
+        raise DoubledAugmentation(doubled_message(key, action_set, actions))
     spec = AugmentationSpec(
         crop=bool(method_cfg.augment_crop),
         crop_scale=tuple(float(v) for v in method_cfg.crop_scale),

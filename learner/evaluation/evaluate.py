@@ -17,7 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from agent.iebench_dataset import read_probe_views
 from agent.probe_views import ProbeViews, render_probe_views
+from conf.app_common import resolve_path
+from conf.validate import ConfigError
+from envs import IEBENCH_ID
 from envs.world import World
 from learner.evaluation import metrics
 from learner.evaluation.features import extract_features
@@ -28,9 +32,19 @@ from learner.evaluation.shortcut import probe_pairs_shortcut
 
 
 def render_probes(env_cfg: Any, eval_cfg: Any, objects_limit: int | None = None) -> tuple[ProbeViews, ProbeViews]:
-    """The train-split and test-split probe views of ``eval_cfg`` (cached per process)."""
+    """The train-split and test-split probe views of ``eval_cfg`` (cached per process):
+    rendered by the env, or for the recorded 3DIEBench world read from the split lists of its
+    folder ``env_cfg.catalog`` (``test`` is SIE's ``val`` where the folder has no test list)."""
     if objects_limit is None:
         objects_limit = eval_cfg.get("objects_limit") if hasattr(eval_cfg, "get") else getattr(eval_cfg, "objects_limit", None)
+    if env_cfg.id == IEBENCH_ID:
+        if env_cfg.catalog is None:
+            raise ConfigError(f"env.id={IEBENCH_ID} needs env.catalog=<3DIEBench folder>: its probe views come from its split lists")
+        return tuple(
+            read_probe_views(str(resolve_path(env_cfg.catalog)), str(split), env_cfg.image_size, eval_cfg.views_per_object,
+                             eval_cfg.seed, objects_limit)  # fmt: skip
+            for split in (eval_cfg.train_split, eval_cfg.test_split)
+        )  # type: ignore[return-value]
     return tuple(
         render_probe_views(env_cfg, str(split), eval_cfg.views_per_object, eval_cfg.seed, objects_limit=objects_limit)
         for split in (eval_cfg.train_split, eval_cfg.test_split)

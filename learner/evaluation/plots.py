@@ -226,3 +226,75 @@ def score_curves(
     out = _prepare(path)
     fig.savefig(out, dpi=110)
     return out
+
+
+def action_histograms(
+    histograms: Mapping[str, Mapping[str, Sequence[float]]],
+    edges: Sequence[float],
+    path: PathLike,
+    title: str = "",
+) -> Path:
+    """One panel per action column, one step line per row: ``histograms[row][column]`` =
+    counts in the bins ``edges`` (shared by every row), drawn as the share of that row's
+    actions per bin so rows with different numbers of actions compare."""
+    if not histograms or not any(histograms.values()):
+        raise ValueError("histograms={}: expected histograms[row][column] = counts per bin")
+    columns = list(dict.fromkeys(c for per_column in histograms.values() for c in per_column))
+    edges = np.asarray(edges, dtype=np.float64)
+    palette = matplotlib.colormaps["tab10"]
+    width = min(4, len(columns))
+    rows = -(-len(columns) // width)
+    fig = Figure(figsize=(3.6 * width, 2.6 * rows), layout="constrained")
+    axes = fig.subplots(rows, width, squeeze=False).reshape(-1)
+    for ax, column in zip(axes, columns, strict=False):
+        for index, (row, per_column) in enumerate(histograms.items()):
+            counts = np.asarray(per_column.get(column, []), dtype=np.float64)
+            if counts.size != edges.size - 1 or counts.sum() <= 0:
+                continue
+            ax.stairs(counts / counts.sum(), edges, color=palette(index % palette.N), label=row, linewidth=1.2)
+        ax.set_title(column, fontsize=9)
+        ax.set_xlabel("normalised action", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(columns):]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title)
+    out = _prepare(path)
+    fig.savefig(out, dpi=110)
+    return out
+
+
+def error_model_history(history: Sequence[Mapping], path: PathLike, title: str = "") -> Path:
+    """How a curious observer's error model changed: its mean predicted error and noise
+    against the learner step, then per action axis the predicted error along that axis
+    (``entry["landscape"][axis]`` at evenly spaced normalised actions from -1 to 1) at the
+    first, middle and last publication."""
+    if not history:
+        raise ValueError("history=[]: expected the entries of a curious run's history.json")
+    steps = np.asarray([entry["learner_step"] for entry in history], dtype=np.float64)
+    axes_names = list(history[0]["landscape"])
+    fig = Figure(figsize=(3.4 * (1 + len(axes_names)), 2.8), layout="constrained")
+    axes = fig.subplots(1, 1 + len(axes_names), squeeze=False)[0]
+    axes[0].plot(steps, [entry["mean_error"] for entry in history], label="mean error")
+    axes[0].plot(steps, [entry["noise_std"] for entry in history], label="noise sd")
+    axes[0].set_xlabel("learner step")
+    axes[0].legend(fontsize=7, frameon=False)
+    axes[0].grid(alpha=0.3)
+    picks = sorted({0, len(history) // 2, len(history) - 1})
+    palette = matplotlib.colormaps["viridis"]
+    for ax, name in zip(axes[1:], axes_names, strict=True):
+        for rank, index in enumerate(picks):
+            values = np.asarray(history[index]["landscape"][name], dtype=np.float64)
+            ax.plot(np.linspace(-1.0, 1.0, values.size), values, marker="o", markersize=3,
+                    color=palette(rank / max(1, len(picks) - 1)), label=f"step {int(steps[index])}")  # fmt: skip
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("normalised action", fontsize=8)
+        ax.grid(alpha=0.3)
+    if len(axes) > 1:
+        axes[1].legend(fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title)
+    out = _prepare(path)
+    fig.savefig(out, dpi=110)
+    return out

@@ -24,10 +24,17 @@ from tqdm import tqdm
 
 import envs
 from agent.atomic_files import write_json_atomic
+from agent.curious import model_path_of
 from agent.view_app import dataset_transitions, object_labels, rollout_transitions, view_grid
 from conf.app_common import flatten
 from envs.world import World
-from learner.evaluation.plots import loss_curves, metric_bars, score_curves
+from learner.evaluation.plots import (
+    action_histograms,
+    error_model_history,
+    loss_curves,
+    metric_bars,
+    score_curves,
+)
 from learner.evaluation.references import REFERENCE_MEANING
 from learner.report import tables
 from learner.report.jobs import (
@@ -42,6 +49,8 @@ from learner.report.jobs import (
     run_overrides,
     write_dataset,
 )
+from learner.training.action_stats import load_actions
+from learner.training.curiosity import HISTORY_FILE
 
 
 def write_views_grid(cfg: DictConfig, dataset: Path | None, path: Path) -> Path:
@@ -89,6 +98,47 @@ def write_plots(out: Path, table: dict, histories: dict, labels: Sequence[str], 
             shutil.copyfile(source, out / name)
             plots[f"embedding of held-out objects, {label} (seed {seeds[0]}, PCA)"] = name
     return plots
+
+
+def online_sections(out: Path, jobs: Sequence[Job], run_metrics: dict) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """What only an online report has, as (title, markdown) sections and plots: the actions
+    each row's observer took (``actions.json`` summed over seeds), the throughput of learner
+    and collectors, and how a curious observer's error model changed (first seed's run)."""
+    runs = [j for j in jobs if not j.reference]
+    histograms: dict[str, dict[str, Any]] = {}
+    for job in runs:
+        record = load_actions(out / "runs" / job.folder)
+        if record is None:
+            continue
+        kept = histograms.setdefault(job.label, {**record, "counts": np.zeros_like(np.asarray(record["counts"]))})
+        kept["counts"] = kept["counts"] + np.asarray(record["counts"])
+    sections, plots = [], {}
+    if histograms:
+        edges = next(iter(histograms.values()))["edges"]
+        per_row = {label: dict(zip(h["columns"], np.asarray(h["counts"]).tolist(), strict=True)) for label, h in histograms.items()}
+        action_histograms(per_row, edges, out / "actions.png", title="actions the learner trained on (one-step pairs, all seeds)")
+        plots["actions taken, per action column (share per bin)"] = "actions.png"
+        sections.append(("Actions taken", "Normalised actions of the one-step pairs the learner trained on, summed over seeds "
+                         "(1 = the action's largest step).\n\n" + tables.markdown_actions(histograms)))  # fmt: skip
+    throughput = tables.markdown_throughput(run_metrics)
+    if throughput:
+        sections.append(("Throughput", throughput))
+    for job in runs:
+        history_path = model_path_of(out / "runs" / job.folder).with_name(HISTORY_FILE)
+        if job.seed != runs[0].seed or not history_path.is_file():
+            continue
+        history = json.loads(history_path.read_text())
+        if not history:
+            continue
+        name = f"error_model_{job.label.replace('@', '_')}.png"
+        error_model_history(history, out / name, title=f"{job.label} seed {job.seed}: the curious observer's error model")
+        plots[f"error model of {job.label} over training (seed {job.seed})"] = name
+        first, last = history[0], history[-1]
+        sections.append((f"Error model of {job.label}", f"{len(history)} publications from learner step "
+                         f"{first['learner_step']} to {last['learner_step']}; mean predicted error "
+                         f"{first['mean_error']:.4f} -> {last['mean_error']:.4f}, noise sd {first['noise_std']:.4f} -> "
+                         f"{last['noise_std']:.4f} (seed {job.seed}; `{history_path.relative_to(out)}` has every publication)."))  # fmt: skip
+    return sections, plots
 
 
 def saved_run_configs(out: Path, jobs: Sequence[Job]) -> dict[str, dict[str, Any]]:
@@ -181,6 +231,9 @@ def build_report(cfg: DictConfig, user: Sequence[str] = ()) -> dict[str, Any]:
         curve_tables = [tables.markdown_curve(per_seed, a, b, x_of, r.curve_key) for a, b in r.comparisons
                         if all(f"{m}@{v}" in per_seed for m in (a, b) for v in variants)]  # fmt: skip
         sections.append((f"Against {r.curve_key}", "\n\n".join(curve_tables)))
+    online, online_plots = online_sections(out, jobs, run_metrics)
+    sections += online
+    plots.update(online_plots)
     write_views_grid(shared, dataset, out / "views.png")
     plots["training views (one episode per row)"] = "views.png"
     timings["total_s_this_invocation"] = time.perf_counter() - started

@@ -32,8 +32,11 @@ from conf.app import override_key
 from conf.app_common import key_differences
 from conf.compose import compose_config
 from conf.schema import GROUP_OPTIONS
+from conf.validate import ConfigError
 from learner.evaluation.evaluate import evaluate_reference
 from learner.evaluation.references import REFERENCES
+from learner.training.action_stats import ActionHistogram
+from learner.training.curiosity import policy_hooks
 from learner.training.loop import train
 
 # References scored beside the methods by the same code: the untrained encoder once per
@@ -127,7 +130,7 @@ def check_same_config(run_dir: Path, run_cfg: DictConfig) -> None:
     differing = [d for d in key_differences(saved, wanted) if not d.startswith("run_dir:")]
     if differing:
         details = ", ".join(differing[:8])
-        raise ValueError(
+        raise ConfigError(
             f"{run_dir} holds a run made with another config ({details}); "
             "use another hydra.run.dir or delete that folder"
         )
@@ -219,7 +222,14 @@ def run_job(job: Job, cfg: DictConfig, user: Sequence[str], dataset: Path | None
         metrics = evaluate_reference_run(job.method, run_cfg, run_dir)
         write_metrics(run_dir, metrics)
         return metrics
-    metrics = train(run_cfg, run_dir, callbacks=callbacks)
+    world = envs.world_module(run_cfg.env.id)
+    policy_factory, policy_callbacks = policy_hooks(run_cfg, world, run_dir)
+    # An online run records the actions its observer took (offline, every run sees the same data).
+    taken = ActionHistogram(world, run_cfg.env.action_set) if run_cfg.train.mode == "online" else None
+    metrics = train(run_cfg, run_dir, policy_factory=policy_factory,
+                    callbacks=[*callbacks, *policy_callbacks, *([taken] if taken else [])])  # fmt: skip
+    if taken is not None:
+        taken.save(run_dir)
     if not metrics.get("completed"):
         raise SystemExit(f"run {run_dir} stopped early ({metrics.get('stopped_by')}); "
                          "rerun ciper-report with the same hydra.run.dir to resume")  # fmt: skip

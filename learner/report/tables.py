@@ -179,6 +179,51 @@ def markdown_curve(per_seed: PerSeed, ours: str, baseline: str, x_of: Mapping[st
     return "\n".join(lines)
 
 
+def action_summary(counts: Sequence[Sequence[float]], edges: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of a histogram of normalised actions (``counts[column][bin]`` over ``edges``):
+    the mean |action| and the share of actions with |action| below 0.1 (standing still)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    edges = np.asarray(edges, dtype=np.float64)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    total = np.maximum(counts.sum(axis=1), 1.0)
+    mean_abs = (counts * np.abs(centres)).sum(axis=1) / total
+    still = (counts * (np.abs(centres) < 0.1)).sum(axis=1) / total
+    return mean_abs, still
+
+
+def markdown_actions(histograms: Mapping[str, Mapping[str, Any]]) -> str:
+    """One row per report row (``histograms[row]`` = an ``actions.json`` record, counts summed
+    over seeds), one column per action column: mean |normalised action| and the share of
+    near-zero actions (|a| < 0.1), so over- and under-sampled actions show at a glance."""
+    if not histograms:
+        return ""
+    columns = list(next(iter(histograms.values()))["columns"])
+    lines = ["| row | " + " | ".join(f"{c}: mean \\|a\\| / share \\|a\\|<0.1" for c in columns) + " |",
+             "|---|" + "---:|" * len(columns)]  # fmt: skip
+    for row, record in histograms.items():
+        mean_abs, still = action_summary(record["counts"], record["edges"])
+        lines.append(f"| {row} | " + " | ".join(f"{m:.2f} / {z:.0%}" for m, z in zip(mean_abs, still, strict=True)) + " |")
+    return "\n".join(lines)
+
+
+def markdown_throughput(run_metrics: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> str:
+    """Per online row (mean ± sd over seeds): the learner's images/s, the share of its wall
+    time spent waiting for data, and the collectors' views/s, so a reader can see whether a
+    comparison is decided by throughput."""
+    lines = ["| row | learner images/s | data wait | collector views/s | wall s |", "|---|---:|---:|---:|---:|"]
+    for row, by_seed in run_metrics.items():
+        runs = [m for m in by_seed.values() if "views_collected" in m.get("data", {})]
+        if not runs:
+            continue
+        images = cell([m["images_per_s"] for m in runs])
+        wait = cell([100 * m["data_wait_fraction"] for m in runs])
+        views = cell([m["data"]["views_collected"] / m["wall_s"] for m in runs])
+        wall = cell([m["wall_s"] for m in runs])
+        lines.append(f"| {row} | {images.mean:.0f} ± {images.std:.0f} | {wait.mean:.1f} ± {wait.std:.1f}% | "
+                     f"{views.mean:.0f} ± {views.std:.0f} | {wall.mean:.0f} |")  # fmt: skip
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def settings_lines(configs: Mapping[str, Mapping[str, Any]], sections: Sequence[str] = SETTING_SECTIONS) -> list[str]:
     """What every run used, from their saved resolved configs (``configs[run] = flat
     config``): one line per section of the values all runs share, then one line per key

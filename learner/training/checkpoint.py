@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from agent.atomic_files import write_bytes_atomic
+from conf.errors import UserError
 from learner.methods.registry import build_model, settings_from_record
 from learner.nets.encoders import ENCODER_VERSION
 from learner.nets.pair_model import PairModel
@@ -68,12 +69,18 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return payload
 
 
+class CheckpointMismatch(UserError, ValueError):
+    """A checkpoint that cannot continue or serve this run (another architecture, another
+    number of ranks): the user picks another run folder or the checkpoint's settings."""
+
+
 def check_architecture(path: Path, saved: dict[str, Any], expected: dict[str, Any]) -> None:
     """Raise naming every key where a checkpoint's architecture differs from the config's."""
     differing = {k: (saved.get(k), expected.get(k)) for k in sorted(set(saved) | set(expected)) if saved.get(k) != expected.get(k)}
     if differing:
         details = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in differing.items())
-        raise ValueError(f"checkpoint {path} was made with another architecture: {details}")
+        raise CheckpointMismatch(f"checkpoint {path} was made with another architecture: {details}; resume it with "
+                                 "its settings, or start another run (another hydra.run.dir)")  # fmt: skip
 
 
 def load_model(path: Path, map_location: str | torch.device = "cpu") -> tuple[PairModel, dict[str, Any]]:

@@ -21,7 +21,10 @@ import torch
 
 from agent.atomic_files import write_bytes_atomic
 from agent.curious import (
+    LENGTHSCALE,
     MIN_SAMPLES,
+    NUM_FEATURES,
+    RIDGE,
     STATUS_FILE,
     CuriousPolicyFactory,
     ErrorModel,
@@ -40,6 +43,20 @@ from learner.training.learner import Learner
 
 log = logging.getLogger(__name__)
 
+HISTORY_FILE = "history.json"  # beside the published model: one entry per publication
+LANDSCAPE_GRID = (-1.0, -0.5, 0.0, 0.5, 1.0)  # normalised actions at which the landscape is read
+
+
+def error_landscape(model: ErrorModel, names: list[str]) -> dict[str, list[float]]:
+    """The model's predicted error along each action axis (the others at 0), at ``LANDSCAPE_GRID``."""
+    grid = np.asarray(LANDSCAPE_GRID)
+    landscape = {}
+    for axis, name in enumerate(names):
+        x = np.zeros((grid.size, len(names)))
+        x[:, axis] = grid
+        landscape[name] = [float(v) for v in model.predict(x)[0]]
+    return landscape
+
 
 class CuriosityCallback:
     """``learner.training.loop.StepCallback`` that fits and publishes the error model.
@@ -55,19 +72,22 @@ class CuriosityCallback:
 
     def __init__(
         self, world: World, action_set: str, model_path: str | Path, refresh_steps: int, seed: int = 0,
-        min_samples: float = MIN_SAMPLES,
+        min_samples: float = MIN_SAMPLES, num_features: int = NUM_FEATURES, lengthscale: float = LENGTHSCALE,
+        ridge: float = RIDGE,
     ) -> None:  # fmt: skip
         if refresh_steps < 1:
             raise ValueError(f"policy.curious_refresh_steps={refresh_steps!r}: expected an int >= 1")
         self.world = world
         self.action_set = action_set
         self.max_steps = self.world.action_max_steps(action_set)
+        self.names = [d.name for d in self.world.action_dims(action_set)]
         self.model_path = Path(model_path)
         self.refresh_steps, self.min_samples = int(refresh_steps), float(min_samples)
         # Forget with a half-life of one refresh period (at least 10 steps): a published
         # model describes roughly the head of the last period.
         half_life = max(self.refresh_steps, 10)
-        self.fitter = ErrorModelFitter(len(self.max_steps), seed=seed, forgetting=0.5 ** (1.0 / half_life))
+        self.fitter = ErrorModelFitter(len(self.max_steps), seed=seed, num_features=num_features,
+                                       lengthscale=lengthscale, ridge=ridge, forgetting=0.5 ** (1.0 / half_life))  # fmt: skip
         self.version = self._last_version()
         self.publications = 0
         self.forward_fallbacks = 0
@@ -98,7 +118,8 @@ class CuriosityCallback:
             self.publish(step)
 
     def publish(self, step: int) -> ErrorModel:
-        """Publish the current fit (and a small status JSON next to it)."""
+        """Publish the current fit, a small status JSON next to it, and append the model's
+        error landscape to ``history.json`` (how the model changed over training)."""
         self.version += 1
         model = self.fitter.solve(self.version, step)
         publish_error_model(model, self.model_path)
@@ -107,6 +128,11 @@ class CuriosityCallback:
                   "effective_samples": model.effective_samples, "mean_error": model.mean_error,
                   "noise_std": float(np.sqrt(model.noise_var)), "forward_fallbacks": self.forward_fallbacks}  # fmt: skip
         write_bytes_atomic(self.model_path.with_name(STATUS_FILE), lambda file: file.write(json.dumps(status).encode()))
+        history_path = self.model_path.with_name(HISTORY_FILE)
+        history = json.loads(history_path.read_text()) if history_path.is_file() else []
+        history = [entry for entry in history if entry["learner_step"] < step]  # a resumed run rewrites its future
+        history.append({**status, "landscape": error_landscape(model, self.names)})
+        write_bytes_atomic(history_path, lambda file: file.write(json.dumps(history).encode()))
         log.debug("published error model v%d at step %d", model.version, step)
         return model
 
@@ -161,6 +187,17 @@ def curious_training(cfg: CiperConfig, world: World, run_dir: str | Path) -> tup
     factory = curious_policy_factory(cfg, run_dir)
     callback = CuriosityCallback(
         world, cfg.env.action_set, factory.model_path,
-        refresh_steps=cfg.policy.curious_refresh_steps, seed=cfg.train.seed,
+        refresh_steps=cfg.policy.curious_refresh_steps, seed=cfg.train.seed, num_features=cfg.policy.curious_features,
+        lengthscale=cfg.policy.curious_lengthscale, ridge=cfg.policy.curious_ridge,
     )  # fmt: skip
     return factory, callback
+
+
+def policy_hooks(cfg: CiperConfig, world: World, run_dir: str | Path) -> tuple[CuriousPolicyFactory | None, list[CuriosityCallback]]:
+    """What ``train`` needs beside the config for ``cfg.policy``: for ``policy=curious`` the
+    collectors' policy factory and the callback that feeds it (``curious_training``); for every
+    other policy nothing (the collectors build it from ``cfg.policy``)."""
+    if cfg.policy.name != "curious":
+        return None, []
+    factory, callback = curious_training(cfg, world, run_dir)
+    return factory, [callback]

@@ -5,8 +5,10 @@ learner, resume from the run folder's last checkpoint if there is one, then repe
 pairs, one learner step} with logging and periodic checkpoints, and evaluate the finished
 encoder. The method only decides which heads exist and which loss terms are summed
 (``learner.methods``); the data only decides which pairs are positives (the method's
-``time_offset``). SIGTERM and SIGINT finish the current step, write a checkpoint and return,
-so a resumed run continues the same loss trajectory. The step itself lives in
+``time_offset``). SIGTERM and SIGINT finish the current step (or end a wait for pairs at
+once), write a checkpoint and return, so a resumed run continues the same loss trajectory.
+A step that runs out of memory ends the run with a `conf.errors.UserError` naming the batch,
+and a loss that grows by orders of magnitude is warned about once. The step itself lives in
 ``learner.training.learner``, what the loop saves and resumes in ``run_state``, its timers and
 logging in ``run_log``, and the metrics it leaves behind in ``run_summary``.
 """
@@ -26,6 +28,7 @@ from omegaconf import DictConfig
 
 import envs
 from agent.view_pairs import ViewPairs
+from conf.errors import UserError
 from conf.schema import CiperConfig
 from conf.typed import typed_config
 from learner.data.pair_sources import PairSource, make_pair_source
@@ -41,6 +44,14 @@ log = logging.getLogger(__name__)
 
 class TrainingDiverged(FloatingPointError):
     """A non-finite loss: training stops and the last checkpoint is left as it was."""
+
+
+class OutOfMemory(UserError, MemoryError):
+    """A step's batch did not fit in the memory of the host or the device."""
+
+
+# A loss this many times its first value (in size) is taken for divergence and warned about.
+LOSS_GROWTH_WARNING = 1000.0
 
 
 @contextlib.contextmanager
@@ -89,7 +100,7 @@ def train(
     seed = cfg.train.seed
     torch.manual_seed(seed)  # model initialisation; data and augmentation have own generators
     # Each rank draws its own pairs (and runs its own collectors) from its own seed.
-    source: PairSource = make_pair_source(cfg, world, seed + 1000 * context.rank, policy_factory)
+    source: PairSource = make_pair_source(cfg, world, seed + 1000 * context.rank, policy_factory, run_dir)
     try:
         learner = Learner(cfg, world, device, context)
         # The seeded initial weights (also on resume: built before the checkpoint loads), so
@@ -97,19 +108,26 @@ def train(
         initial_encoder = [p.detach().clone() for p in learner.model.encoder.parameters()]
         checkpoint = RunCheckpoint(run_dir, cfg, context)
         step, history = checkpoint.resume(learner, source)
-        clock, stopped_by = RunClock(), None
+        clock, stopped_by, growth = RunClock(), None, LossGrowth(cfg.optim.lr)
         with stop_on_signals() as stop, TrainingLog(cfg, run_dir, context, first_step=step) as training_log:
+            # A signal ends a wait for pairs at once (one process: every rank must take each step)
+            signalled_while_waiting = None if context.is_distributed else (lambda: stop["signal"] is not None)
             while step < cfg.train.steps and stopped_by is None:
                 clock.start_step()
-                pairs = source.next_pairs()
-                clock.data_ready()
-                losses = {name: float(value) for name, value in learner.step(pairs).items()}  # syncs the device
+                with explained_out_of_memory(cfg, step + 1):
+                    pairs = source.next_pairs(signalled_while_waiting)
+                    if pairs is None:
+                        stopped_by = stop["signal"]
+                        break
+                    clock.data_ready()
+                    losses = {name: float(value) for name, value in learner.step(pairs).items()}  # syncs the device
                 clock.step_done(images=2 * len(pairs))
                 finite, signalled = _agree_across_ranks(losses, stop["signal"] is not None, context, device)
                 if not finite:
                     raise TrainingDiverged(f"non-finite loss {losses} at step {step + 1}; the last "
                                            f"checkpoint {checkpoint.describe()} is intact")  # fmt: skip
                 step += 1
+                growth.check(step, losses["loss"])
                 history.append({"step": step, **losses})
                 for callback in callbacks:
                     callback.on_step(step, learner, pairs)
@@ -127,6 +145,50 @@ def train(
     barrier(context)
     shutdown(context)
     return metrics
+
+
+class LossGrowth:
+    """Warns once when the loss grows to ``LOSS_GROWTH_WARNING`` times its first value: a
+    run that diverges without reaching inf (``optim.lr=1e6`` trains to a loss of 3e23)."""
+
+    def __init__(self, lr: float) -> None:
+        self.lr = lr
+        self.first: float | None = None
+        self.warned = False
+
+    def check(self, step: int, loss: float) -> None:
+        if self.first is None:
+            self.first = loss
+            return
+        if not self.warned and abs(loss) > LOSS_GROWTH_WARNING * max(abs(self.first), 1.0):
+            self.warned = True
+            log.warning("the loss grew from %.4g to %.4g by step %d: training is diverging; lower optim.lr "
+                        "(now %g)", self.first, loss, step, self.lr)  # fmt: skip
+
+
+def out_of_memory(error: BaseException | None) -> bool:
+    """Whether ``error`` (or what caused it) is an allocation that failed."""
+    while error is not None:
+        if isinstance(error, MemoryError | torch.cuda.OutOfMemoryError) or "can't allocate memory" in str(error):
+            return True
+        error = error.__cause__
+    return False
+
+
+@contextlib.contextmanager
+def explained_out_of_memory(cfg: CiperConfig, step: int) -> Iterator[None]:
+    """Turn running out of memory in a step into an `OutOfMemory` naming the batch."""
+    try:
+        yield
+    except OutOfMemory:
+        raise
+    except (MemoryError, RuntimeError) as error:
+        if not out_of_memory(error):
+            raise
+        size = cfg.env.image_size
+        raise OutOfMemory(f"out of memory at step {step}: train.batch_size={cfg.train.batch_size} pairs of two "
+                          f"{size}x{size} views did not fit ({' '.join(str(error).split())[:200]}); lower "
+                          "train.batch_size (or env.image_size, model.width)") from error  # fmt: skip
 
 
 def _process_device(device_name: str) -> tuple[DistributedContext, torch.device]:

@@ -15,6 +15,7 @@ from conf.schema import CiperConfig
 from conf.typed import plain_config
 from learner.data.pair_sources import PairSource
 from learner.training.checkpoint import (
+    CheckpointMismatch,
     check_architecture,
     load_checkpoint,
     restore_rng_states,
@@ -45,7 +46,7 @@ class RunCheckpoint:
         learner.load_state_dict(payload)
         source_states = payload["pair_source_ranks"]
         if len(source_states) != self.context.world_size:
-            raise ValueError(
+            raise CheckpointMismatch(
                 f"checkpoint {self.path} was written by {len(source_states)} ranks; "
                 f"resuming it exactly needs the same number, not {self.context.world_size}"
             )
