@@ -112,10 +112,10 @@ class MethodConfig:
 
     name: str = "ciper"  # the method; set it with method=<name>, which also brings its own keys and defaults
     time_offset: int = 1  # max steps between a pair's views; 0 = two copies of one view (simclr)
-    augment_crop: bool = True  # random resized crop of each view; its box joins the prediction target
+    augment_crop: bool = True  # random resized crop of each view; its box joins the prediction target (off where the env's actions crop: conf/settle.py)
     crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])  # area range of the crop
     augment_flip: bool = False  # horizontal flip (off: a mirror reverses the sign of lateral actions)
-    augment_color: bool = True  # colour jitter and random grayscale; their factors join the target
+    augment_color: bool = True  # colour jitter and random grayscale; their factors join the target (off where the env's actions recolour)
     jitter: list[float] = field(default_factory=lambda: [0.4, 0.4, 0.4, 0.1])  # brightness, contrast, saturation, hue strengths
     jitter_p: float = 0.8  # probability that a view is colour-jittered
     grayscale_p: float = 0.2  # probability that a view is turned grey

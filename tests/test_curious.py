@@ -3,6 +3,7 @@ tiny online run publishes models that the collector processes pick up."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -10,7 +11,9 @@ import pickle
 import numpy as np
 import pytest
 from gymnasium import spaces
+from threadpoolctl import threadpool_info
 
+import agent.curious as curious
 from agent.curious import (
     CuriousPolicy,
     ErrorModelFitter,
@@ -177,3 +180,24 @@ def test_tiny_online_run_publishes_models_the_collectors_pick_up(make_config, tm
     pickups = [json.loads(p.read_text()) for p in (run_dir / "curious" / "pickups").glob("*.json")]
     assert pickups and max(p["version"] for p in pickups) >= 1
     assert all(p["pid"] != os.getpid() for p in pickups)  # read in the collector process
+
+
+def test_the_error_model_math_runs_on_one_blas_thread(monkeypatch):
+    """A multi-threaded BLAS on these small matrices, against a learner and collectors that
+    hold every core, made an update 100x slower (bench/curious_overhead.py): update, solve and
+    predict each run inside the one-thread limit."""
+    entered: list[int] = []
+    original = curious._one_blas_thread
+
+    @contextlib.contextmanager
+    def recording():
+        with original():
+            entered.append(max((p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"), default=1))
+            yield
+
+    monkeypatch.setattr(curious, "_one_blas_thread", recording)
+    fitter = ErrorModelFitter(3, seed=0)
+    fitter.update(np.zeros((4, 3)), np.ones(4))
+    model = fitter.solve(1, 1)
+    model.predict(np.zeros((5, 3)))
+    assert entered == [1, 1, 1]

@@ -418,8 +418,12 @@ def test_an_online_report_over_policies_shows_actions_throughput_and_the_error_m
             "collector.vectorization=sync", "buffer.warmup_views=32", "train.replay_ratio=2.0",
             "policy.curious_refresh_steps=2", "train.checkpoint_every=1000"]  # fmt: skip
     out = tmp_path / "policies"
-    cfg = make_config(*user, "report=policies", "report.seeds=[0]", "report.steps=6", "report.batch_size=8",
-                      "report.variants={random:['policy=random'],curious:['policy=curious']}",
+    # report=policies' own online setup, with two of its four policies (a preset's variants
+    # can be extended on the command line, not dropped: start from a preset without them)
+    cfg = make_config(*user, "report=objects", "report.mode=online", "report.methods=[ciper]", "report.ceiling=null",
+                      "report.seeds=[0]", "report.steps=6", "report.batch_size=8",
+                      "+report.variants.random=['policy=random']", "+report.variants.curious=['policy=curious']",
+                      "report.ours=ciper@curious", "report.baseline=ciper@random",
                       "report.comparisons=[[ciper@curious,ciper@random]]", run_dir=out)  # fmt: skip
     payload = build_report(cfg, user)
     assert {"ciper@random", "ciper@curious"} <= set(payload["per_seed"])
