@@ -414,7 +414,7 @@ def markdown_report(
                   "`relative_pose_r2` is the mean over every moved column, `relative_pose_r2_learnable` over "
                   "the learnable ones.", ""]  # fmt: skip
     if paired:
-        parts += ["Paired per-seed differences (seed by seed: the same initial encoder weights, the same dataset):", "", paired, ""]
+        parts += ["Paired per-seed differences (seed by seed: the same initial encoder weights and, offline, the same dataset; online, each run its own collectors seeded alike):", "", paired, ""]
     for heading, body in extra_sections:
         parts += [f"## {heading}", "", body, ""]
     parts += ["## Targets", ""]
