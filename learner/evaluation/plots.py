@@ -228,6 +228,21 @@ def score_curves(
     return out
 
 
+def _action_axis(ax: Axes, name: str) -> None:
+    """A panel over one normalised action column, [-1, 1]."""
+    ax.set_title(name, fontsize=9)
+    ax.set_xlabel("normalised action", fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def _save(fig: Figure, path: PathLike, title: str = "") -> Path:
+    if title:
+        fig.suptitle(title)
+    out = _prepare(path)
+    fig.savefig(out, dpi=110)
+    return out
+
+
 def action_histograms(
     histograms: Mapping[str, Mapping[str, Sequence[float]]],
     edges: Sequence[float],
@@ -252,17 +267,11 @@ def action_histograms(
             if counts.size != edges.size - 1 or counts.sum() <= 0:
                 continue
             ax.stairs(counts / counts.sum(), edges, color=palette(index % palette.N), label=row, linewidth=1.2)
-        ax.set_title(column, fontsize=9)
-        ax.set_xlabel("normalised action", fontsize=8)
-        ax.grid(alpha=0.3)
+        _action_axis(ax, column)
     for ax in axes[len(columns):]:
         ax.set_visible(False)
     axes[0].legend(fontsize=7, frameon=False)
-    if title:
-        fig.suptitle(title)
-    out = _prepare(path)
-    fig.savefig(out, dpi=110)
-    return out
+    return _save(fig, path, title)
 
 
 def error_model_history(history: Sequence[Mapping], path: PathLike, title: str = "") -> Path:
@@ -288,13 +297,7 @@ def error_model_history(history: Sequence[Mapping], path: PathLike, title: str =
             values = np.asarray(history[index]["landscape"][name], dtype=np.float64)
             ax.plot(np.linspace(-1.0, 1.0, values.size), values, marker="o", markersize=3,
                     color=palette(rank / max(1, len(picks) - 1)), label=f"step {int(steps[index])}")  # fmt: skip
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("normalised action", fontsize=8)
-        ax.grid(alpha=0.3)
+        _action_axis(ax, name)
     if len(axes) > 1:
         axes[1].legend(fontsize=7, frameon=False)
-    if title:
-        fig.suptitle(title)
-    out = _prepare(path)
-    fig.savefig(out, dpi=110)
-    return out
+    return _save(fig, path, title)
