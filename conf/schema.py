@@ -259,6 +259,13 @@ OBJECTS_SETUP = ("env.action_set=observer", "env.image_size=32", "env.episode_st
 # ~0.085 s/step (docs/report_objects.md: 213 s per 2,500-step run) is ~64 min, + 24 evaluations
 # of ~16 s; 625-5,000 would be ~87 min, too close to the 90 min budget.
 SCALING_STEPS = (500, 1000, 2000, 4000)
+# CIPER's pairs on the objects setup: views up to 4 steps apart, its contrastive half on the same
+# pairs. Measured at 3 seeds (docs/report_objects.md): CIPER's best setting (relative pose 0.301
+# vs 0.290 with one-step pairs, every seed); the head's share shrinks (+0.005 vs +0.016), since
+# wider pairs help the contrastive half more. At offset 4 the contrastive half is simclr_tt
+# (bit-identical runs), so report=objects has no simclr_tt row.
+OBJECTS_PAIRS = {"ciper": ["method.time_offset=4"], "ciper_contrastive": ["method.time_offset=4"]}
+OBJECTS_METHODS = ["ciper", "ciper_contrastive", "simclr", "predict", "supervised"]
 POLICIES_STEPS = OBJECTS_STEPS  # report=policies: the objects budget, online
 
 GROUP_OPTIONS: dict[str, dict[str, Any]] = {
@@ -288,16 +295,19 @@ GROUP_OPTIONS: dict[str, dict[str, Any]] = {
             "policy=random", "method.augment_crop=false", "method.augment_color=false", "model.width=16",
             "optim.lr=5e-3", "eval.views_per_object=4", "eval.objects_limit=300"]),
         # The active observer (OBJECTS_SETUP) from the smooth policy, one shared dataset.
-        "objects": ReportConfig(steps=OBJECTS_STEPS, dataset_steps=16384, overrides=list(OBJECTS_SETUP)),
+        "objects": ReportConfig(methods=list(OBJECTS_METHODS), steps=OBJECTS_STEPS, dataset_steps=16384,
+                                overrides=list(OBJECTS_SETUP), method_overrides=dict(OBJECTS_PAIRS)),
         # Does the head's effect grow with compute? CIPER and its contrastive half on the objects
         # setup at four budgets (one shared dataset), scores plotted against train.steps.
         "scaling": ReportConfig(
             methods=["ciper", "ciper_contrastive"], steps=OBJECTS_STEPS, dataset_steps=16384, overrides=list(OBJECTS_SETUP),
+            method_overrides=dict(OBJECTS_PAIRS),
             variants={str(n): [f"train.steps={n}"] for n in SCALING_STEPS}, curve_key="train.steps", ceiling=None,
             ours=f"ciper@{SCALING_STEPS[-1]}", baseline=f"ciper_contrastive@{SCALING_STEPS[-1]}",
             comparisons=[["ciper", "ciper_contrastive"]]),
         # Does the observer's choice of views matter? Online CIPER on the objects setup, collectors
-        # in the background, one run per policy and seed; paired differences against random.
+        # in the background, one run per policy and seed; paired differences against random. It keeps
+        # CIPER's one-step pairs, as measured (docs/report_policies.md): the question is the policy.
         "policies": ReportConfig(
             methods=["ciper"], steps=POLICIES_STEPS, mode="online", overrides=list(OBJECTS_SETUP),
             variants={p: [f"policy={p}"] for p in ("random", "smooth", "orbit", "curious")}, ceiling=None,

@@ -384,14 +384,33 @@ def test_scaling_and_policies_presets_vary_one_key_on_the_objects_setup(make_con
     assert list(scaling.report.methods) == ["ciper", "ciper_contrastive"] and scaling.report.curve_key == "train.steps"
     for variant, steps in zip(scaling.report.variants, SCALING_STEPS, strict=True):
         run = make_config(*run_overrides(scaling, [], "ciper_contrastive", 1, tmp_path / "d", variant))
-        assert (run.train.steps, run.train.seed, run.method.name, run.method.time_offset) == (steps, 1, "ciper_contrastive", 1)
+        assert (run.train.steps, run.train.seed, run.method.name, run.method.time_offset) == (steps, 1, "ciper_contrastive", 4)
     assert policies.report.mode == "online" and list(policies.report.methods) == ["ciper"]
     for variant in ("random", "smooth", "orbit", "curious"):
         run = make_config(*run_overrides(policies, [], "ciper", 0, None, variant))
         validate_config(run)
         assert (run.policy.name, run.train.mode, run.train.steps) == (variant, "online", policies.report.steps)
         assert (run.env.action_set, run.method.crop_scale) == ("observer", [0.5, 1.0])
+        assert run.method.time_offset == 1  # the policies report keeps the one-step pairs it was measured with
     assert all(b == "ciper@random" for _, b in policies.report.comparisons)
+
+
+def test_objects_and_scaling_pair_ciper_and_its_contrastive_half_alike(make_config, tmp_path):
+    """CIPER and its contrastive half read the same pairs (up to 4 steps apart) on the objects
+    setup; SimCLR keeps two augmentations of one view. At that offset the contrastive half is
+    simclr_tt's loss and pairs, so report=objects has no separate simclr_tt row."""
+    for preset in ("objects", "scaling"):
+        cfg = make_config(f"report={preset}")
+        offsets = {m: make_config(*run_overrides(cfg, [], m, 0, tmp_path / "d")).method for m in cfg.report.methods
+                   if m != "supervised"}  # fmt: skip
+        assert offsets["ciper"].time_offset == offsets["ciper_contrastive"].time_offset == 4
+        assert "prediction_weight" not in offsets["ciper_contrastive"]  # SimCLR's settings: no head
+    objects = make_config("report=objects")
+    assert "simclr_tt" not in objects.report.methods and "simclr" in objects.report.methods
+    assert make_config(*run_overrides(objects, [], "simclr", 0, tmp_path / "d")).method.time_offset == 0
+    tt = make_config(*run_overrides(objects, [], "simclr_tt", 0, tmp_path / "d")).method
+    half = make_config(*run_overrides(objects, [], "ciper_contrastive", 0, tmp_path / "d")).method
+    assert {k: v for k, v in half.items() if k != "name"} == {k: v for k, v in tt.items() if k != "name"}
 
 
 def test_online_tables_summarise_actions_and_throughput():
