@@ -247,6 +247,7 @@ class CiperConfig:
 # and more with crops that keep the object in view (crop_scale 0.5-1: +6.0 at 1,500);
 # 2,500 steps fit 12 runs and 19 evaluations in ~60 min.
 STATIC_STEPS = 1000
+STATIC_METHODS = ["ciper", "ciper_contrastive", "simclr_tt", "predict", "supervised"]  # simclr = ciper_contrastive here
 OBJECTS_STEPS = 2500
 # The active observer's setup shared by report=objects, scaling and policies: the new scene,
 # camera and object actions, time pairs, Kornia augmentations (simclr: two augmentations of one
@@ -288,9 +289,11 @@ GROUP_OPTIONS: dict[str, dict[str, Any]] = {
         # Issue 10's presets, each <= 90 min on 2 idle CPU cores; budget from the measured pilot
         # (docs/pilot_sweep.md), time estimate in the README. Static images: digits under the
         # env's geometric, photometric and flip actions (the augmentations whose parameters
-        # CIPER predicts; the learner's own would double them), so simclr pairs two augmented
-        # views of one image one step apart.
-        "static": ReportConfig(steps=STATIC_STEPS, dataset_steps=16384, method_overrides={"simclr": ["method.time_offset=1"]}, overrides=[
+        # CIPER predicts; the learner's own would double them), so SimCLR pairs two augmented
+        # views of one image one step apart: it is CIPER's contrastive half, ciper_contrastive,
+        # the row and baseline here (simclr keeps that override if a user adds it back).
+        "static": ReportConfig(steps=STATIC_STEPS, dataset_steps=16384, methods=list(STATIC_METHODS), baseline="ciper_contrastive",
+                               comparisons=[["ciper", "ciper_contrastive"]], method_overrides={"simclr": ["method.time_offset=1"]}, overrides=[
             "env.id=ciper/ImageView-v0", "env.action_set=full", "env.image_size=32", "env.episode_steps=16",
             "policy=random", "method.augment_crop=false", "method.augment_color=false", "model.width=16",
             "optim.lr=5e-3", "eval.views_per_object=4", "eval.objects_limit=300"]),

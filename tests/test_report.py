@@ -298,21 +298,26 @@ def test_presets_compose_validate_and_build_every_run(preset, make_config, tmp_p
 
     cfg = make_config(f"report={preset}")
     validate_config(cfg)
-    assert len(cfg.report.methods) == 6 and list(cfg.report.seeds) == [0, 1, 2]
+    assert len(cfg.report.methods) == (6 if preset == "quick" else 5) and list(cfg.report.seeds) == [0, 1, 2]
+    assert {"ciper", "ciper_contrastive", "supervised"} <= set(cfg.report.methods)  # the twin and the ceiling
     for method in cfg.report.methods:  # the references compose as ciper runs do
         run = make_config(*run_overrides(cfg, [], method, 0, tmp_path / "d"))
         validate_config(run)
         assert run.train.steps == cfg.report.steps and run.train.mode == "offline"
         names = [d.name for d in world_module(str(run.env.id)).action_dims(str(run.env.action_set))]
         augmentation_spec(run.method, names, str(run.env.action_set))  # raises if they double up
-        if method == "simclr":
-            assert run.method.time_offset == (1 if preset == "static" else 0)
+        if method in ("simclr", "ciper_contrastive"):
+            assert run.method.time_offset == {"simclr": 0, "ciper_contrastive": 4 if preset == "objects" else 1}[method]
 
 
 def test_static_and_objects_presets_are_the_issue_setups(make_config):
     static, objects = make_config("report=static"), make_config("report=objects")
     s = make_config(*run_overrides(static, [], "simclr", 0, None))
     assert (s.env.id, s.env.action_set, s.method.time_offset) == ("ciper/ImageView-v0", "full", 1)
+    # On static images SimCLR's pairs are CIPER's: ciper_contrastive is the row and the baseline.
+    twin = make_config(*run_overrides(static, [], "ciper_contrastive", 0, None)).method
+    assert {k: v for k, v in twin.items() if k != "name"} == {k: v for k, v in s.method.items() if k != "name"}
+    assert "simclr" not in static.report.methods and static.report.baseline == "ciper_contrastive"
     o = make_config(*run_overrides(objects, [], "simclr", 0, None))
     assert (o.env.id, o.env.action_set, o.method.time_offset) == ("ciper/ObjectView-v0", "observer", 0)
     assert o.method.augment_crop and o.method.augment_color  # simclr = two Kornia augmentations of one view
