@@ -352,6 +352,13 @@ def test_a_curve_table_shows_each_budget_and_the_paired_difference():
     assert lines[0].startswith("| train.steps | relative_pose_r2: ciper / half / ciper − half")
     assert lines[2].startswith("| 100 |") and "+0.010, +0.010" in lines[2]
     assert lines[3].startswith("| 400 |") and "+0.050, +0.050" in lines[3]
+    # By default every curve metric the runs have, and only those: no ceiling, no learnable column.
+    default = report.markdown_curve(per_seed, "ciper", "half", x_of, "train.steps").splitlines()[0]
+    assert "relative_pose_r2:" in default and "relative_pose_r2_learnable" not in default
+    for run in per_seed.values():
+        for values in run.values():
+            values["object_silhouette"] = 0.1
+    assert "object_silhouette: ciper / half" in report.markdown_curve(per_seed, "ciper", "half", x_of, "train.steps")
 
 
 @pytest.mark.slow

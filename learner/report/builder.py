@@ -279,7 +279,7 @@ def curve_positions(jobs: Sequence[Job], configs: dict[str, dict[str, Any]], key
 
 def write_curves(out: Path, per_seed: dict, x_of: dict[str, float], methods: Sequence[str], key: str) -> str:
     """The headline scores of each method against ``key`` (one line per method, seeds' spread)."""
-    metrics = ("relative_pose_r2", "relative_pose_r2_learnable", "category_top1_linear")
+    metrics = tables.measured_metrics(per_seed, list(x_of), tables.CURVE_METRICS)
     curves: dict[str, dict[str, list[tuple[float, float, float]]]] = {}
     for method in methods:
         for label, x in sorted(((lab, x) for lab, x in x_of.items() if lab.partition("@")[0] == method), key=lambda t: t[1]):

@@ -157,12 +157,25 @@ def markdown_paired(per_seed: PerSeed, ours: str, baseline: str) -> str:
     return "\n".join(lines)
 
 
+# What a curve report follows along its key: the headlines and the hierarchy, where what the
+# prediction head adds first showed (report=scaling: object silhouette, within-episode Spearman).
+CURVE_METRICS = ("relative_pose_r2", "relative_pose_r2_learnable", "category_top1_linear", "object_silhouette",
+                 "within_object_pose_spearman")  # fmt: skip
+
+
+def measured_metrics(per_seed: PerSeed, labels: Sequence[str], metrics: Sequence[str] = CURVE_METRICS) -> list[str]:
+    """Those of ``metrics`` that some seed of some of ``labels`` has (``relative_pose_r2_learnable``
+    needs a ceiling in the report)."""
+    return [m for m in metrics if any(m in v for label in labels for v in per_seed.get(label, {}).values())]
+
+
 def markdown_curve(per_seed: PerSeed, ours: str, baseline: str, x_of: Mapping[str, float], key: str,
-                   metrics: Sequence[str] = ("relative_pose_r2", "relative_pose_r2_learnable", "category_top1_linear")) -> str:
+                   metrics: Sequence[str] = CURVE_METRICS) -> str:
     """One row per variant of ``ours`` and ``baseline`` in order of ``x_of`` (``key``'s value):
-    each method's mean ± sd and the paired per-seed difference ``ours - baseline`` of ``metrics``
-    (does the difference grow, hold or vanish along ``key``?)."""
+    each method's mean ± sd and the paired per-seed difference ``ours - baseline`` of those of
+    ``metrics`` the runs have (does the difference grow, hold or vanish along ``key``?)."""
     rows = sorted((x, label.partition("@")[2]) for label, x in x_of.items() if label.partition("@")[0] == ours)
+    metrics = measured_metrics(per_seed, [f"{m}@{v}" for _, v in rows for m in (ours, baseline)], metrics)
     lines = [f"| {key} | " + " | ".join(f"{m}: {ours} / {baseline} / {ours} − {baseline} per seed (mean ± sd)" for m in metrics) + " |",
              "|---:|" + "---|" * len(metrics)]  # fmt: skip
     for x, variant in rows:
