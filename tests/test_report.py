@@ -450,8 +450,10 @@ def test_an_online_report_over_policies_shows_actions_throughput_and_the_error_m
             "policy.curious_refresh_steps=2", "train.checkpoint_every=1000"]  # fmt: skip
     out = tmp_path / "policies"
     # report=policies' own online setup, with two of its four policies (a preset's variants
-    # can be extended on the command line, not dropped: start from a preset without them)
+    # can be extended on the command line, not dropped: start from a preset without them) and
+    # its one-step pairs (the objects preset's are up to 4 apart; curious fits the one-step ones)
     cfg = make_config(*user, "report=objects", "report.mode=online", "report.methods=[ciper]", "report.ceiling=null",
+                      "report.method_overrides.ciper=['method.time_offset=1']",
                       "report.seeds=[0]", "report.steps=6", "report.batch_size=8",
                       "+report.variants.random=['policy=random']", "+report.variants.curious=['policy=curious']",
                       "report.ours=ciper@curious", "report.baseline=ciper@random",
