@@ -256,9 +256,9 @@ OBJECTS_STEPS = 2500
 # rotation columns (oracle 0.88-0.91; learner/evaluation/scores.py POSE_PROBE_ROWS).
 OBJECTS_SETUP = ("env.action_set=observer", "env.image_size=32", "env.episode_steps=16", "model.width=16",
                  "optim.lr=5e-3", "method.crop_scale=[0.5,1.0]", "eval.views_per_object=16")  # fmt: skip
-# report=scaling's budgets, x2 apart: 2 methods x 3 seeds x 7,500 steps at the objects preset's
-# ~0.085 s/step (docs/report_objects.md: 213 s per 2,500-step run) is ~64 min, + 24 evaluations
-# of ~16 s; 625-5,000 would be ~87 min, too close to the 90 min budget.
+# report=scaling's budgets, x2 apart: 2 methods x 3 seeds x 7,500 steps + 31 evaluations took
+# 57 min 22 s on the idle 2-core machine (0.069 s/step; docs/report_scaling.md); 625-5,000
+# would be ~72 min.
 SCALING_STEPS = (500, 1000, 2000, 4000)
 # CIPER's pairs on the objects setup: views up to 4 steps apart, its contrastive half on the same
 # pairs. Measured at 3 seeds (docs/report_objects.md): CIPER's best setting (relative pose 0.301
