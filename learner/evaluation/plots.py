@@ -80,11 +80,7 @@ def embedding_plot(
         if axis_labels is not None:
             ax.set_xlabel(axis_labels[0])
             ax.set_ylabel(axis_labels[1])
-    if title:
-        fig.suptitle(title)
-    out = _prepare(path)
-    fig.savefig(out, dpi=110)
-    return out
+    return _save(fig, path, title)
 
 
 def _check_embedding(points: np.ndarray, colour_by: Mapping[str, np.ndarray]) -> None:
@@ -145,11 +141,7 @@ def loss_curves(
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, frameon=False)
-    if title:
-        fig.suptitle(title)
-    out = _prepare(path)
-    fig.savefig(out, dpi=110)
-    return out
+    return _save(fig, path, title)
 
 
 def metric_bars(
@@ -190,11 +182,7 @@ def metric_bars(
         ax.grid(axis="y", alpha=0.3)
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
-    if title:
-        fig.suptitle(title)
-    out = _prepare(path)
-    fig.savefig(out, dpi=110)
-    return out
+    return _save(fig, path, title)
 
 
 def score_curves(
@@ -223,9 +211,7 @@ def score_curves(
         ax.set_title(metric, fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, frameon=False)
-    out = _prepare(path)
-    fig.savefig(out, dpi=110)
-    return out
+    return _save(fig, path)
 
 
 def _action_axis(ax: Axes, name: str) -> None:
@@ -236,6 +222,7 @@ def _action_axis(ax: Axes, name: str) -> None:
 
 
 def _save(fig: Figure, path: PathLike, title: str = "") -> Path:
+    """Every figure's one way to disk: the optional suptitle, the folder made, 110 dpi."""
     if title:
         fig.suptitle(title)
     out = _prepare(path)
